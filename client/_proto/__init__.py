@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for proto/fxgate/v1/gateway.proto (python tools/gen_proto.py)."""

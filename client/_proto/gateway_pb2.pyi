@@ -1,0 +1,189 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
+    TASK_STATE_ACCEPTED: _ClassVar[TaskState]
+    TASK_STATE_SUBMITTED: _ClassVar[TaskState]
+    TASK_STATE_RUNNING: _ClassVar[TaskState]
+    TASK_STATE_SUCCESS: _ClassVar[TaskState]
+    TASK_STATE_FAILED: _ClassVar[TaskState]
+    TASK_STATE_CANCELLED: _ClassVar[TaskState]
+TASK_STATE_UNSPECIFIED: TaskState
+TASK_STATE_ACCEPTED: TaskState
+TASK_STATE_SUBMITTED: TaskState
+TASK_STATE_RUNNING: TaskState
+TASK_STATE_SUCCESS: TaskState
+TASK_STATE_FAILED: TaskState
+TASK_STATE_CANCELLED: TaskState
+
+class RegisterFunctionRequest(_message.Message):
+    __slots__ = ("function_name", "function_code")
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_CODE_FIELD_NUMBER: _ClassVar[int]
+    function_name: str
+    function_code: str
+    def __init__(self, function_name: _Optional[str] = ..., function_code: _Optional[str] = ...) -> None: ...
+
+class RegisterFunctionResponse(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class TaskSpec(_message.Message):
+    __slots__ = ("function_id", "payload")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    payload: str
+    def __init__(self, function_id: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("task_group_id", "endpoint_id", "tasks", "submit_id", "result_serializers")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SERIALIZERS_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    endpoint_id: str
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
+    submit_id: str
+    result_serializers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., submit_id: _Optional[str] = ..., result_serializers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("task_group_id", "task_ids")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_group_id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TaskEvent(_message.Message):
+    __slots__ = ("task_id", "state", "data", "error_code", "error_message", "exception", "upstream_task_id", "completed_at", "seq")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXCEPTION_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    state: TaskState
+    data: str
+    error_code: str
+    error_message: str
+    exception: str
+    upstream_task_id: str
+    completed_at: float
+    seq: int
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., data: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., exception: _Optional[str] = ..., upstream_task_id: _Optional[str] = ..., completed_at: _Optional[float] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("task_group_id", "after_seq")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    after_seq: int
+    def __init__(self, task_group_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("events", "replay_done")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_DONE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    replay_done: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ..., replay_done: _Optional[bool] = ...) -> None: ...
+
+class GetTaskGroupRequest(_message.Message):
+    __slots__ = ("task_group_id",)
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    def __init__(self, task_group_id: _Optional[str] = ...) -> None: ...
+
+class TaskInfo(_message.Message):
+    __slots__ = ("task_id", "state")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    state: TaskState
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ...) -> None: ...
+
+class GetTaskGroupResponse(_message.Message):
+    __slots__ = ("task_group_id", "endpoint_id", "tasks", "upstream_task_group_id")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    endpoint_id: str
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskInfo]
+    upstream_task_group_id: str
+    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., upstream_task_group_id: _Optional[str] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("task_ids",)
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("cancelled_task_ids",)
+    CANCELLED_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    cancelled_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cancelled_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleaseGroupRequest(_message.Message):
+    __slots__ = ("task_group_id",)
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    def __init__(self, task_group_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseGroupResponse(_message.Message):
+    __slots__ = ("tasks_released",)
+    TASKS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    tasks_released: int
+    def __init__(self, tasks_released: _Optional[int] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: TaskState
+    count: int
+    def __init__(self, state: _Optional[_Union[TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("version", "uptime_s", "task_groups", "tasks", "upstreams", "quarantined_messages", "local_endpoint_id", "max_payload_bytes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    TASK_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    uptime_s: float
+    task_groups: int
+    tasks: _containers.RepeatedCompositeFieldContainer[StateCount]
+    upstreams: _containers.RepeatedScalarFieldContainer[str]
+    quarantined_messages: int
+    local_endpoint_id: str
+    max_payload_bytes: int
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., task_groups: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., upstreams: _Optional[_Iterable[str]] = ..., quarantined_messages: _Optional[int] = ..., local_endpoint_id: _Optional[str] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
