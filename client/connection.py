@@ -1,0 +1,118 @@
+"""Finding and reaching the daemon: the address rules and one gRPC channel setup.
+
+The daemon and every client resolve the default address the same way, so a
+script needs no configuration on a machine where `fxgate serve` runs with
+defaults. Calls that may meet a restarting daemon retry with backoff; the
+channel itself is told to reconnect quickly (gRPC's default backoff grows to
+two minutes, far too slow for a daemon restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from client._proto import gateway_pb2_grpc as pb_grpc
+from client.errors import GatewayUnavailable, RequestRefused
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_MESSAGE = 64 * 1024 * 1024
+# Codes that mean "the daemon is not there right now": retry, do not fail.
+TRANSIENT = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """$FXGATE_STATE_DIR, else $XDG_STATE_HOME/fxgate, else ~/.local/state/fxgate."""
+    if env.get("FXGATE_STATE_DIR"):
+        return Path(env["FXGATE_STATE_DIR"])
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "fxgate"
+    return Path.home() / ".local" / "state" / "fxgate"
+
+
+def resolve_address(address: str | None = None, env: Mapping[str, str] = os.environ) -> str:
+    """The explicit address, else $FXGATE_ADDRESS, else the socket in the state dir."""
+    addr = address or env.get("FXGATE_ADDRESS") or ""
+    if not addr:
+        return f"unix://{default_state_dir(env) / 'gateway.sock'}"
+    if addr.startswith("/"):
+        return f"unix://{addr}"
+    return addr
+
+
+def open_channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ],
+    )
+
+
+def refused(exc: grpc.RpcError) -> RequestRefused:
+    """The daemon's answer to a bad request, as one exception with code and message."""
+    code = exc.code()  # type: ignore[attr-defined]
+    return RequestRefused(code.name, exc.details() or code.name)  # type: ignore[attr-defined]
+
+
+class Connection:
+    """A channel and stub to one daemon, shared by a Client or an Executor."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = resolve_address(address)
+        self.channel = open_channel(self.address)
+        self.stub = pb_grpc.GatewayStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, rpc: Callable[[], T], *, what: str) -> T:
+        """One call; a daemon that is not there is a GatewayUnavailable."""
+        try:
+            return rpc()
+        except grpc.RpcError as exc:
+            if exc.code() in TRANSIENT:  # type: ignore[attr-defined]
+                raise GatewayUnavailable(
+                    f"no fxgate daemon answers at {self.address} ({what}); start one with "
+                    "`fxgate serve` or set FXGATE_ADDRESS"
+                ) from None
+            raise refused(exc) from None
+
+    def call_retrying(
+        self, rpc: Callable[[], T], *, what: str, stop: threading.Event | None = None
+    ) -> T:
+        """Retry a call until the daemon answers (it may be restarting), or stop is set."""
+        delay, warned_at = 0.05, time.monotonic()
+        while True:
+            try:
+                return rpc()
+            except grpc.RpcError as exc:
+                if exc.code() not in TRANSIENT:  # type: ignore[attr-defined]
+                    raise refused(exc) from None
+                if stop is not None and stop.is_set():
+                    raise GatewayUnavailable(f"gave up on {what}: the client is stopping") from None
+                if time.monotonic() - warned_at > 10:
+                    log.warning("fxgate daemon at %s unreachable (%s); retrying", self.address, what)
+                    warned_at = time.monotonic()
+            pause = delay * random.uniform(0.5, 1.0)
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
+            delay = min(delay * 2, 1.0)

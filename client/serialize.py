@@ -1,0 +1,311 @@
+"""The Globus Compute serialization format, written against the standard library and dill.
+
+Why not import ``globus_compute_sdk.serialize``: the client library is installed into many
+small user environments and into the daemon, and the SDK drags in globus-sdk, pika,
+pydantic and its own pins just to produce a few strings. The format itself is small and
+stable (spec ``docs/globus-compute-wire.md`` section 4): a serialized item is a 3-character
+strategy id (two characters and ``"\\n"``) followed by a body, and several items are
+joined by :func:`pack_buffers`. Bytes made here are what a real endpoint and the real SDK
+load, and vice versa; ``tests/test_serialize_sdk_compat.py`` checks that against the SDK.
+
+Deserializing runs pickle/dill or ``exec`` on the input, so only feed it trusted data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import inspect
+import json
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dill
+import dill.source
+
+from client.errors import DeserializationError, SerializationError
+
+__all__ = [
+    "DeserializationError",
+    "SerializationError",
+    "deserialize",
+    "pack_buffers",
+    "pack_function",
+    "pack_payload",
+    "serialize",
+    "serialize_code",
+    "serialize_data",
+    "serialize_result",
+    "unpack_buffers",
+]
+
+IDENTIFIER_LENGTH = 3
+DEFAULT_RESULT_SERIALIZERS = ("DillDataBase64", "DillCode")
+
+
+# -- packed buffers ----------------------------------------------------------------------
+
+
+def pack_buffers(items: Sequence[str]) -> str:
+    """Join serialized items as ``<length>\\n<item>``..., the framing every payload uses.
+
+    The length counts code points (Python ``len``), not bytes, exactly as the SDK does.
+    """
+    return "".join(f"{len(item)}\n{item}" for item in items)
+
+
+def unpack_buffers(packed: str) -> list[str]:
+    """Split a :func:`pack_buffers` string back into its items, rejecting malformed input."""
+    items: list[str] = []
+    pos = 0
+    while pos < len(packed):
+        newline = packed.find("\n", pos)
+        if newline < 0:
+            raise SerializationError(f"malformed pack at offset {pos}: no newline after length")
+        digits = packed[pos:newline]
+        if not (digits.isascii() and digits.isdigit()):
+            raise SerializationError(
+                f"malformed pack at offset {pos}: length {digits[:20]!r} is not a decimal number"
+            )
+        start = newline + 1
+        end = start + int(digits)
+        if end > len(packed):
+            raise SerializationError(
+                f"truncated pack: item at offset {pos} declares {int(digits)} characters,"
+                f" only {len(packed) - start} remain"
+            )
+        items.append(packed[start:end])
+        pos = end
+    return items
+
+
+# -- strategy bodies ---------------------------------------------------------------------
+
+
+def _dump_dill(obj: Any) -> str:
+    # MIME base64: 76-character lines, each ending in "\n", as codecs produces it
+    return codecs.encode(dill.dumps(obj), "base64").decode("ascii")
+
+
+def _load_dill(body: str) -> Any:
+    return dill.loads(codecs.decode(body.encode("ascii"), "base64"))
+
+
+def _load_pickle(body: str) -> Any:
+    return pickle.loads(codecs.decode(body.encode("ascii"), "base64"))
+
+
+def _refuse_pickle(fn: Any) -> str:
+    raise SerializationError("PickleCode is deserialize-only (the SDK dropped it)")
+
+
+def _exec_source(name: str, source: str) -> Any:
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    if name not in namespace:
+        raise DeserializationError(f"source does not define {name!r}")
+    return namespace[name]
+
+
+def _load_named_source(body: str) -> Any:
+    name, sep, source = body.partition(":")
+    if not sep:
+        raise DeserializationError("source payload has no 'name:' prefix")
+    return _exec_source(name, source)
+
+
+def _load_pickled_source(body: str) -> Any:
+    name, source = _load_dill(body)
+    return _exec_source(name, source)
+
+
+def _inspect_source(fn: Any) -> str:
+    return f"{fn.__name__}:{inspect.getsource(fn)}"
+
+
+def _dill_source(fn: Any) -> str:
+    return f"{fn.__name__}:{dill.source.getsource(fn, lstrip=True)}"
+
+
+def _dump_inspect_pickled(fn: Any) -> str:
+    return _dump_dill((fn.__name__, inspect.getsource(fn)))
+
+
+def _dump_dill_pickled(fn: Any) -> str:
+    return _dump_dill((fn.__name__, dill.source.getsource(fn, lstrip=True)))
+
+
+_COMBINED_PARTS = ("04\n", "01\n", "03\n", "sd\n", "st\n")
+
+
+def _dump_combined(fn: Any) -> str:
+    # CombinedCode ("10"): id and body of each working sub-strategy, all joined by ":"
+    chunks: list[str] = []
+    for identifier in _COMBINED_PARTS:
+        try:
+            chunks += [identifier, _BY_ID[identifier].dump(fn)]
+        except Exception:
+            continue
+    if not chunks:
+        raise SerializationError("no CombinedCode sub-strategy could serialize the function")
+    return ":".join(chunks)
+
+
+def _load_combined(body: str) -> Any:
+    # Like the SDK, split on every ":"; only sub-bodies without ":" (base64) pair up reliably.
+    parts = body.split(":")
+    errors: list[str] = []
+    for identifier, sub_body in zip(parts[::2], parts[1::2], strict=False):
+        if identifier not in _COMBINED_PARTS:
+            errors.append(f"unusable sub-id {identifier!r}")
+            continue
+        try:
+            return deserialize(identifier + sub_body)
+        except DeserializationError as e:
+            errors.append(str(e))
+    raise DeserializationError("no CombinedCode part could be loaded: " + "; ".join(errors))
+
+
+def _combo_dumper(identifiers: Sequence[str]) -> Callable[[Any], str]:
+    # AllCodeStrategies / AllDataStrategies: a pack of every sub-serialization that works
+    def dump(obj: Any) -> str:
+        items: list[str] = []
+        errors: list[str] = []
+        for identifier in identifiers:
+            strategy = _BY_ID[identifier]
+            try:
+                items.append(identifier + strategy.dump(obj))
+            except Exception as e:
+                errors.append(f"{strategy.name}: {type(e).__name__}: {e}")
+        if not items:
+            raise SerializationError("no sub-strategy worked: " + "; ".join(errors))
+        return pack_buffers(items)
+
+    return dump
+
+
+_dump_all_code = _combo_dumper(["st\n", "sd\n", "01\n"])
+_dump_all_data = _combo_dumper(["11\n", "00\n"])
+
+
+def _load_combo(body: str) -> Any:
+    errors: list[str] = []
+    for item in unpack_buffers(body):
+        try:
+            return deserialize(item)
+        except DeserializationError as e:
+            errors.append(str(e))
+    raise DeserializationError("no packed sub-payload could be loaded: " + "; ".join(errors))
+
+
+@dataclass(frozen=True)
+class _Strategy:
+    name: str  # the SDK class name, as used in result_serializers import paths
+    identifier: str  # 3 characters, ending in "\n"
+    for_code: bool
+    load: Callable[[str], Any]  # body (after the id) -> object
+    dump: Callable[[Any], str]  # object -> body
+
+
+_STRATEGIES = (
+    _Strategy("DillDataBase64", "00\n", False, _load_dill, _dump_dill),
+    _Strategy("DillCode", "01\n", True, _load_dill, _dump_dill),
+    _Strategy("PickleCode", "02\n", True, _load_pickle, _refuse_pickle),
+    _Strategy("DillCodeTextInspect", "03\n", True, _load_pickled_source, _dump_inspect_pickled),
+    _Strategy("DillCodeSource", "04\n", True, _load_pickled_source, _dump_dill_pickled),
+    _Strategy("CombinedCode", "10\n", True, _load_combined, _dump_combined),
+    _Strategy("JSONData", "11\n", False, json.loads, json.dumps),
+    _Strategy("AllCodeStrategies", "12\n", True, _load_combo, _dump_all_code),
+    _Strategy("AllDataStrategies", "13\n", False, _load_combo, _dump_all_data),
+    _Strategy("PureSourceTextInspect", "st\n", True, _load_named_source, _inspect_source),
+    _Strategy("PureSourceDill", "sd\n", True, _load_named_source, _dill_source),
+)
+_BY_ID = {s.identifier: s for s in _STRATEGIES}
+_BY_NAME = {s.name: s for s in _STRATEGIES}
+
+
+# -- public API --------------------------------------------------------------------------
+
+
+def serialize_code(fn: Callable[..., Any]) -> str:
+    """Serialize a callable with DillCode ("01"), the SDK's default for functions."""
+    if not callable(fn):
+        raise TypeError(f"serialize_code needs a callable, got {type(fn).__name__}")
+    try:
+        return "01\n" + _dump_dill(fn)
+    except Exception as e:
+        raise SerializationError(f"DillCode could not serialize {fn!r}: {e}") from e
+
+
+def serialize_data(obj: Any) -> str:
+    """Serialize a value with DillDataBase64 ("00"), the SDK's default for data."""
+    try:
+        return "00\n" + _dump_dill(obj)
+    except Exception as e:
+        raise SerializationError(
+            f"DillDataBase64 could not serialize a {type(obj).__name__}: {e}"
+        ) from e
+
+
+def serialize(obj: Any) -> str:
+    """Serialize like ``ComputeSerializer().serialize``: code iff ``callable(obj)``."""
+    return serialize_code(obj) if callable(obj) else serialize_data(obj)
+
+
+def deserialize(text: str) -> Any:
+    """Load any item the SDK or an endpoint may produce, chosen by its 3-character id."""
+    header = text[:IDENTIFIER_LENGTH]
+    strategy = _BY_ID.get(header)
+    if strategy is None:
+        raise DeserializationError(f"unknown serialization strategy id {header!r}")
+    try:
+        return strategy.load(text[IDENTIFIER_LENGTH:])
+    except Exception as e:
+        reason = str(e) if isinstance(e, SerializationError) else f"{type(e).__name__}: {e}"
+        raise DeserializationError(f"{strategy.name} payload could not be loaded: {reason}") from e
+
+
+def pack_function(fn: Callable[..., Any]) -> str:
+    """Build the ``function_code`` of a function registration: a pack of one DillCode item."""
+    return pack_buffers([serialize_code(fn)])
+
+
+def pack_payload(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
+    """Build one task payload (a pack of args then kwargs), checking types as the SDK does."""
+    if not isinstance(args, list | tuple):
+        raise TypeError(f"args: expected tuple or list, got {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs: expected dict, got {type(kwargs).__name__}")
+    bad_keys = [k for k in kwargs if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"kwargs: keys must be str, got {type(bad_keys[0]).__name__}")
+    return pack_buffers([serialize_data(args), serialize_data(kwargs)])
+
+
+def serialize_result(value: Any, result_serializers: Sequence[str] = ()) -> str:
+    """Serialize a task's return value the way an endpoint does.
+
+    Tries each requested strategy (import paths such as
+    ``"globus_compute_sdk.serialize.JSONData"``, matched by class name) in order and
+    returns the first that is of the right kind (code iff ``callable(value)``) and works;
+    with no list, DillDataBase64 then DillCode.
+    """
+    names = [path.rpartition(".")[2] for path in result_serializers] or DEFAULT_RESULT_SERIALIZERS
+    wants_code = callable(value)
+    failures: list[str] = []
+    for name in names:
+        strategy = _BY_NAME.get(name)
+        if strategy is None:
+            failures.append(f"{name}: not a known serialization strategy")
+        elif strategy.for_code != wants_code:
+            kind = "code" if strategy.for_code else "data"
+            failures.append(f"{name}: is a {kind} strategy")
+        else:
+            try:
+                return strategy.identifier + strategy.dump(value)
+            except Exception as e:
+                failures.append(f"{name}: {type(e).__name__}: {e}")
+    raise SerializationError(
+        f"no result serializer could handle a {type(value).__name__}: " + "; ".join(failures)
+    )

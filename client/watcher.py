@@ -1,0 +1,157 @@
+"""One watch stream per task group: resolves futures as the daemon streams events.
+
+The stream resumes after the last event it saw, so a daemon restart costs a
+reconnect, never a future: the daemon replays what was committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import grpc
+
+from client._proto import gateway_pb2 as pb
+from client.connection import TRANSIENT, Connection, refused
+from client.futures import ComputeFuture, resolve
+
+log = logging.getLogger(__name__)
+
+
+class GroupWatcher:
+    """Keeps the futures of one group and the stream that finishes them."""
+
+    def __init__(self, conn: Connection, group_id: str) -> None:
+        self.group_id = group_id
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._futures: dict[str, ComputeFuture] = {}
+        # Events that arrived before the Submit answer that names their task.
+        self._early: dict[str, pb.TaskEvent] = {}
+        self._submits_in_flight = 0
+        self._after = 0
+        self._call: grpc.Future | None = None
+        self._stop = threading.Event()
+        self._restart = threading.Event()
+        self._finish_when_idle = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"fxgate-watch-{group_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------ futures
+    def begin_submit(self) -> None:
+        with self._lock:
+            self._submits_in_flight += 1
+
+    def end_submit(self, futures: Iterable[ComputeFuture]) -> None:
+        """Watch futures whose task ids the daemon just gave; resolve early arrivals."""
+        ready: list[tuple[ComputeFuture, pb.TaskEvent]] = []
+        with self._lock:
+            self._submits_in_flight -= 1
+            for fut in futures:
+                assert fut.task_id is not None
+                event = self._early.pop(fut.task_id, None)
+                if event is not None:
+                    ready.append((fut, event))
+                else:
+                    self._futures[fut.task_id] = fut
+            if self._submits_in_flight == 0:
+                self._early.clear()
+        for fut, event in ready:
+            resolve(fut, event)
+
+    def watch(self, futures: Iterable[ComputeFuture], *, replay: bool) -> None:
+        """Watch futures of tasks accepted earlier; replay=True streams the group anew."""
+        with self._lock:
+            for fut in futures:
+                assert fut.task_id is not None
+                self._futures[fut.task_id] = fut
+            if replay:
+                self._after = 0
+        if replay:
+            self._restart.set()
+            self._cancel_call()
+
+    def known(self, task_id: str) -> bool:
+        with self._lock:
+            return task_id in self._futures
+
+    def open_futures(self) -> list[ComputeFuture]:
+        with self._lock:
+            return [f for f in self._futures.values() if not f.done()]
+
+    def fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            futures, self._futures = list(self._futures.values()), {}
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    # --------------------------------------------------------------- life
+    def finish_when_idle(self) -> None:
+        """Stop the stream once every watched future is done."""
+        with self._lock:
+            self._finish_when_idle = True
+            idle = not self._futures
+        if idle:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._cancel_call()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _cancel_call(self) -> None:
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._restart.clear()
+            with self._lock:
+                after = self._after
+            try:
+                call = self._conn.stub.Watch(
+                    pb.WatchRequest(task_group_id=self.group_id, after_seq=after),
+                    wait_for_ready=True,
+                )
+                self._call = call
+                if self._stop.is_set() or self._restart.is_set():
+                    call.cancel()
+                for message in call:
+                    self._handle(message.events)
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if self._stop.is_set() or self._restart.is_set():
+                    continue
+                if code in TRANSIENT:
+                    log.info("watch of group %s interrupted (%s); resuming", self.group_id, code.name)
+                    self._stop.wait(0.05)
+                    continue
+                log.error("watch of group %s refused: %s", self.group_id, exc.details())  # type: ignore[attr-defined]
+                self.fail_all(refused(exc))
+                return
+            finally:
+                self._call = None
+
+    def _handle(self, events: Iterable[pb.TaskEvent]) -> None:
+        ready: list[tuple[ComputeFuture, pb.TaskEvent]] = []
+        with self._lock:
+            for event in events:
+                if event.seq > self._after:
+                    self._after = event.seq
+                fut = self._futures.pop(event.task_id, None)
+                if fut is not None:
+                    ready.append((fut, event))
+                elif self._submits_in_flight:
+                    self._early[event.task_id] = event
+            idle = self._finish_when_idle and not self._futures
+        for fut, event in ready:
+            resolve(fut, event)
+        if idle:
+            self.stop()

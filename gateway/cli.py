@@ -1,0 +1,86 @@
+"""The `fxgate` command: argument parsing and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import load
+from gateway.errors import GatewayError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fxgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fxgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", type=Path, help="config file (default <state-dir>/config.toml)")
+    serve.add_argument("--state-dir", dest="state_dir", help="where the socket and database live")
+    serve.add_argument("--address", help="unix:///path of the socket to serve")
+    serve.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
+    serve.add_argument("--local-workers", dest="local_workers", type=int)
+    serve.add_argument("--log-level", dest="log_level")
+
+    status = sub.add_parser("status", help="health and task counts of a running daemon")
+    status.add_argument("--address", help="the daemon's address (default as the client resolves)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    flags = {
+        k: getattr(args, k) for k in ("state_dir", "address", "db", "local_workers", "log_level")
+    }
+    settings = load(args.config, flags=flags)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    serve(settings)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from client import Client
+    from client.errors import GatewayUnavailable
+
+    try:
+        with Client(address=args.address) as c:
+            st = c.status()
+    except GatewayUnavailable as exc:
+        print(f"fxgate: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"fxgate {st['version']}: serving for {st['uptime_s']:.0f} s")
+    print(f"  local endpoint: {st['local_endpoint_id']}")
+    print(f"  upstreams: {', '.join(st['upstreams'])}")
+    print(f"  task groups: {st['task_groups']}")
+    for state, count in st["tasks"].items():
+        print(f"  tasks {state.lower()}: {count}")
+    print(f"  quarantined broker messages: {st['quarantined_messages']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _status(args)
+    except GatewayError as exc:
+        print(f"fxgate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""One settings object for the daemon: defaults < config file < environment < flags.
+
+Every setting has an environment name, ``FXGATE_<KEY>`` at the top level and
+``FXGATE_<SECTION>_<KEY>`` in a section, so a systemd unit or a container can
+configure everything without a file. Unknown keys and wrong types are refused
+at start with a message that names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client.connection import default_state_dir, resolve_address
+from gateway.errors import ConfigError
+
+DEFAULT_GLOBUS_BASE_URL = "https://compute.api.globus.org"
+
+
+@dataclass
+class GlobusSettings:
+    """How to reach the Globus Compute web service and its result broker."""
+
+    base_url: str = DEFAULT_GLOBUS_BASE_URL
+    token: str = ""
+    token_file: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    batch_size: int = 500
+    batch_interval_ms: int = 20
+    # Falls back to HTTP polling when the broker is unreachable this long.
+    broker_fallback_s: float = 60.0
+    poll_interval_s: float = 5.0
+    prefetch: int = 1000
+    http_timeout_s: float = 30.0
+
+
+@dataclass
+class Settings:
+    """Everything the daemon reads at start."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    address: str = ""
+    db: str = ""
+    local_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_payload_bytes: int = 10 * 1000 * 1000
+    retention_days: float = 14.0
+    grpc_threads: int = 256
+    log_level: str = "INFO"
+    globus: GlobusSettings = field(default_factory=GlobusSettings)
+
+    @property
+    def socket_path(self) -> Path | None:
+        """The unix socket path the daemon listens on, if it listens on one."""
+        addr = self.resolved_address
+        return Path(addr.removeprefix("unix://")) if addr.startswith("unix://") else None
+
+    @property
+    def resolved_address(self) -> str:
+        return resolve_address(self.address or f"unix://{self.state_dir / 'gateway.sock'}")
+
+    @property
+    def resolved_db(self) -> str:
+        return self.db or f"sqlite:///{self.state_dir / 'gateway.db'}"
+
+
+def _coerce(name: str, value: Any, target: Any) -> Any:
+    """Turn a file or environment value into the type of the default."""
+    kind = type(target)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is Path:
+            return Path(str(value)).expanduser()
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting {name!r} must be of type {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown setting {name!r}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"setting {name!r} must be a table")
+            _apply(current, value, f"{name}.")
+        else:
+            setattr(obj, key, _coerce(name, value, current))
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Collect FXGATE_* variables into the nested shape of the config file."""
+    out: dict[str, Any] = {}
+    sections = {
+        f.name for f in dataclasses.fields(Settings) if f.name == "globus"
+    }  # the only section today
+    for var, value in env.items():
+        if not var.startswith("FXGATE_"):
+            continue
+        key = var.removeprefix("FXGATE_").lower()
+        section, _, rest = key.partition("_")
+        if section in sections and rest:
+            out.setdefault(section, {})[rest] = value
+        elif key in {f.name for f in dataclasses.fields(Settings)}:
+            out[key] = value
+        else:
+            raise ConfigError(f"unknown environment setting {var}")
+    return out
+
+
+def load(
+    config_file: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from every source in order of precedence."""
+    settings = Settings()
+    env_values = _from_env(env)
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    # The state dir decides where the default config file is: resolve it first.
+    for source in (env_values, flag_values):
+        if "state_dir" in source:
+            settings.state_dir = _coerce("state_dir", source["state_dir"], settings.state_dir)
+    path = config_file or settings.state_dir / "config.toml"
+    if config_file is not None and not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.exists():
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        _apply(settings, file_values, "")
+    _apply(settings, env_values, "")
+    _apply(settings, flag_values, "")
+    if settings.local_workers < 1:
+        raise ConfigError("setting 'local_workers' must be at least 1")
+    if settings.max_payload_bytes < 1:
+        raise ConfigError("setting 'max_payload_bytes' must be positive")
+    return settings

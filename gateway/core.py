@@ -1,0 +1,319 @@
+"""The daemon's core: accepts tasks, routes them to upstreams, fans results out.
+
+Everything a gRPC call does is here, in plain Python with plain types, so
+service.py only translates messages and errors, and tests can reason about
+one object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from gateway import __version__
+from gateway.config import Settings
+from gateway.errors import InvalidRequest, NotFound, TooLarge
+from gateway.hub import Hub
+from gateway.models import TaskState
+from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
+from gateway.upstreams.base import Upstream
+
+log = logging.getLogger(__name__)
+
+LOCAL_ALIAS = "local"
+REPLAY_PAGE = 2000
+# Strategy identifiers of the Globus Compute serialization format (wire spec 4.1).
+CODE_STRATEGIES = frozenset({"01", "02", "03", "04", "10", "12", "st", "sd"})
+DATA_STRATEGIES = frozenset({"00", "11", "13"})
+# Functions live in their own namespace of uuid5 ids derived from their code.
+FUNCTION_NAMESPACE = uuid.UUID("6f1c1f64-7d1e-4b53-9d7e-3f0b1c2a9e11")
+
+
+def _canonical_uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidRequest(f"{what} {value!r} is not a UUID") from None
+
+
+@dataclass(frozen=True)
+class Status:
+    version: str
+    uptime_s: float
+    task_groups: int
+    tasks: dict[TaskState, int]
+    upstreams: list[str]
+    quarantined: int
+    local_endpoint_id: str
+    max_payload_bytes: int
+
+
+class Gateway:
+    """Owns the store, the hub and the upstreams; one per daemon."""
+
+    def __init__(self, settings: Settings, store: Store, upstreams: dict[str, Upstream]) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = Hub()
+        self.upstreams = upstreams
+        self.started = time.time()
+        self.local_endpoint_id = ""
+        self._functions: dict[str, tuple[str, str]] = {}
+        self._functions_lock = threading.Lock()
+
+    # ------------------------------------------------------------- life
+    def start(self) -> None:
+        """Open the store, start upstreams and hand them every unfinished task."""
+        self.store.open()
+        self.local_endpoint_id = self.store.meta_value(
+            "local_endpoint_id", lambda: str(uuid.uuid4())
+        )
+        for name, upstream in self.upstreams.items():
+            upstream.start(self.complete, self.function)
+            resumed = 0
+            after = ""
+            while page := self.store.unfinished(name, after_id=after):
+                upstream.enqueue(page)
+                resumed += len(page)
+                after = page[-1].task_id
+            if resumed:
+                log.info("resumed %d unfinished tasks on the %s upstream", resumed, name)
+
+    def stop(self) -> None:
+        """Stop upstreams, finish queued writes, end every watch stream."""
+        for upstream in self.upstreams.values():
+            upstream.stop()
+        self.store.close()
+        self.hub.close()
+
+    # ---------------------------------------------------------- results
+    def complete(self, completions: Sequence[Completion]) -> Future[list[TaskEvent]]:
+        """Commit finished tasks, then publish what changed to the watchers."""
+        out: Future[list[TaskEvent]] = Future()
+
+        def committed(fut: Future[tuple[list[TaskEvent], list[Completion]]]) -> None:
+            try:
+                events, unknown = fut.result()
+            except Exception as exc:  # noqa: BLE001 - handed to the upstream
+                log.error("could not store %d results: %s", len(completions), exc)
+                out.set_exception(exc)
+                return
+            for c in unknown:
+                log.warning("result for unknown task %s ignored", c.task_id or c.upstream_task_id)
+            self.hub.publish(events)
+            out.set_result(events)
+
+        self.store.complete(completions).add_done_callback(committed)
+        return out
+
+    # -------------------------------------------------------- functions
+    def register_function(self, name: str, code: str) -> str:
+        if not code:
+            raise InvalidRequest("function_code is empty")
+        if len(code) > self.settings.max_payload_bytes:
+            raise TooLarge(
+                f"function code is {len(code)} bytes, over the limit of "
+                f"{self.settings.max_payload_bytes} bytes"
+            )
+        _check_packed(code, 1, "function_code", CODE_STRATEGIES)
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        function_id = str(uuid.uuid5(FUNCTION_NAMESPACE, digest))
+        with self._functions_lock:
+            known = function_id in self._functions
+        if not known:
+            self.store.register_function(function_id, name[:256], code).result()
+            with self._functions_lock:
+                self._functions[function_id] = (name, code)
+        return function_id
+
+    def function(self, function_id: str) -> tuple[str, str]:
+        """(name, code) of a registered function; KeyError if unknown."""
+        with self._functions_lock:
+            found = self._functions.get(function_id)
+        if found is None:
+            found = self.store.function_code(function_id)
+            if found is None:
+                raise KeyError(function_id)
+            with self._functions_lock:
+                self._functions[function_id] = found
+        return found
+
+    # ------------------------------------------------------------ submit
+    def route(self, endpoint_id: str) -> tuple[str, str]:
+        """(upstream name, canonical endpoint id) for an endpoint id."""
+        if endpoint_id in (LOCAL_ALIAS, self.local_endpoint_id):
+            return "local", self.local_endpoint_id
+        canonical = _canonical_uuid(endpoint_id, "endpoint id")
+        if canonical == self.local_endpoint_id:
+            return "local", canonical
+        if "globus" in self.upstreams:
+            return "globus", canonical
+        raise NotFound(
+            f"unknown endpoint id {endpoint_id}: this daemon serves only the local endpoint "
+            f"('local' or {self.local_endpoint_id}); configure the Globus upstream to reach "
+            "Globus Compute endpoints"
+        )
+
+    def submit(
+        self,
+        task_group_id: str,
+        endpoint_id: str,
+        tasks: Sequence[NewTask],
+        submit_id: str,
+        result_serializers: Sequence[str],
+    ) -> tuple[str, list[str]]:
+        """Validate, commit and hand tasks upstream; (group id, task ids)."""
+        if not tasks:
+            raise InvalidRequest("a submit needs at least one task")
+        submit_id = _canonical_uuid(submit_id, "submit_id") if submit_id else str(uuid.uuid4())
+        upstream, endpoint = self.route(endpoint_id)
+        for i, t in enumerate(tasks):
+            self._check_task(i, t)
+        group_id = _canonical_uuid(task_group_id, "task group id") if task_group_id else ""
+        existing = self.store.group(group_id) if group_id else None
+        if existing is not None and existing.upstream != upstream:
+            raise InvalidRequest(
+                f"task group {group_id} belongs to the {existing.upstream} upstream; "
+                f"endpoint {endpoint_id} is on the {upstream} upstream"
+            )
+        group = existing or GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
+        if existing is not None and existing.endpoint_id != endpoint:
+            group = GroupInfo(group.id, upstream, endpoint, group.upstream_group_id)
+        ids = self.store.accept(
+            group, tasks, submit_id, result_serializers, create_group=existing is None
+        ).result()
+        pending = [
+            PendingTask(
+                tid, group.id, endpoint, t.function_id, t.payload, tuple(result_serializers)
+            )
+            for tid, t in zip(ids, tasks, strict=True)
+        ]
+        self.upstreams[upstream].enqueue(pending)
+        return group.id, ids
+
+    def _check_task(self, index: int, task: NewTask) -> None:
+        limit = self.settings.max_payload_bytes
+        if len(task.payload) > limit:
+            raise TooLarge(
+                f"task {index}: payload is {len(task.payload)} bytes, over the limit of "
+                f"{limit} bytes"
+            )
+        try:
+            self.function(task.function_id)
+        except KeyError:
+            raise NotFound(
+                f"task {index}: unknown function id {task.function_id!r}; register it first"
+            ) from None
+        _check_packed(task.payload, 2, f"task {index}: payload", DATA_STRATEGIES)
+
+    # ------------------------------------------------------------- reads
+    def group(self, group_id: str) -> GroupInfo:
+        found = self.store.group(_canonical_uuid(group_id, "task group id"))
+        if found is None:
+            raise NotFound(f"unknown task group {group_id}")
+        return found
+
+    def task_states(self, group_id: str) -> tuple[GroupInfo, list[tuple[str, int]]]:
+        group = self.group(group_id)
+        return group, self.store.task_states(group.id)
+
+    def watch(
+        self, group_id: str, after_seq: int, is_active: Callable[[], bool] | None = None
+    ) -> Iterator[tuple[list[TaskEvent], bool]]:
+        """Yield (events, replay_done): every stored event after after_seq, then live."""
+        group = self.group(group_id)
+        sub = self.hub.subscribe(group.id)
+        try:
+            last = after_seq
+            while True:
+                page = self.store.events_after(group.id, last, REPLAY_PAGE)
+                if page:
+                    last = page[-1].seq
+                if len(page) < REPLAY_PAGE:
+                    yield page, True
+                    break
+                yield page, False
+            while is_active is None or is_active():
+                batch = sub.next_batch(timeout=1.0)
+                if batch is None:
+                    return
+                fresh = [e for e in batch if e.seq > last]
+                if fresh:
+                    last = fresh[-1].seq
+                    yield fresh, False
+        finally:
+            sub.close()
+
+    def cancel(self, task_ids: Sequence[str]) -> list[str]:
+        """Cancel tasks that have not started; returns those cancelled."""
+        ids = [_canonical_uuid(t, "task id") for t in task_ids]
+        known = self.store.task_groups_of(ids)
+        missing = [t for t in ids if t not in known]
+        if missing:
+            raise NotFound(f"unknown task ids: {', '.join(missing[:5])}")
+        by_upstream: dict[str, list[str]] = {}
+        for tid, (gid, state) in known.items():
+            if TaskState(state) == TaskState.ACCEPTED:
+                group = self.store.group(gid)
+                if group is not None:
+                    by_upstream.setdefault(group.upstream, []).append(tid)
+        withdrawn: set[str] = set()
+        for name, tids in by_upstream.items():
+            withdrawn |= self.upstreams[name].cancel(tids)
+        if withdrawn:
+            self.complete(
+                [
+                    Completion(
+                        TaskState.CANCELLED,
+                        "",
+                        task_id=t,
+                        error_code="Cancelled",
+                        error_message="cancelled before it started",
+                    )
+                    for t in withdrawn
+                ]
+            ).result()
+        return sorted(withdrawn)
+
+    def release(self, group_id: str) -> int:
+        group = self.group(group_id)
+        return self.store.release(group.id).result()
+
+    def status(self) -> Status:
+        return Status(
+            version=__version__,
+            uptime_s=time.time() - self.started,
+            task_groups=self.store.group_count(),
+            tasks=self.store.state_counts(),
+            upstreams=sorted(self.upstreams),
+            quarantined=self.store.quarantine_count(),
+            local_endpoint_id=self.local_endpoint_id,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+
+
+def _check_packed(text: str, pieces: int, what: str, strategies: frozenset[str]) -> None:
+    """Check the shape of a packed buffer without deserializing anything in it."""
+    pos, found = 0, 0
+    while pos < len(text):
+        newline = text.find("\n", pos)
+        if newline < 0 or not text[pos:newline].isdigit():
+            raise InvalidRequest(f"{what} is not a packed Globus Compute buffer")
+        start = newline + 1
+        pos = start + int(text[pos:newline])
+        if pos > len(text):
+            raise InvalidRequest(f"{what} is truncated")
+        header = text[start : start + 3]
+        if header[:2] not in strategies or header[2:] != "\n":
+            raise InvalidRequest(
+                f"{what}: item {found} has no known serialization strategy header ({header!r})"
+            )
+        found += 1
+    if found != pieces:
+        raise InvalidRequest(f"{what} holds {found} serialized items; expected {pieces}")

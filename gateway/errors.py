@@ -1,0 +1,45 @@
+"""The daemon's few exception types; service.py maps each to one gRPC status code.
+
+Library exceptions (SQLAlchemy's, pika's, requests') are converted at the edge
+of the module that uses the library, so nothing above a module knows which
+library it wraps.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A setting is unknown or has the wrong type; the daemon refuses to start."""
+
+
+class InvalidRequest(GatewayError):
+    """The client sent something malformed (gRPC INVALID_ARGUMENT)."""
+
+
+class NotFound(GatewayError):
+    """An id names no stored thing (gRPC NOT_FOUND)."""
+
+
+class TooLarge(GatewayError):
+    """A payload is over the configured limit (gRPC RESOURCE_EXHAUSTED)."""
+
+
+class StoreUnavailable(GatewayError):
+    """The database is locked, full or unreachable; nothing was accepted (UNAVAILABLE)."""
+
+
+class UpstreamError(GatewayError):
+    """An upstream refused or failed a request; carries the upstream's message."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class AlreadyRunning(GatewayError):
+    """Another daemon holds the state directory."""

@@ -1,0 +1,161 @@
+"""The daemon's life: hold the state dir, serve gRPC, drain on SIGTERM.
+
+One daemon per state dir (an exclusive lock on a file in it), a unix socket
+that only its owner can open (mode 0600), and a shutdown that stops taking
+calls, lets running ones finish, commits what is queued and exits 0.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import grpc
+
+from client._proto import gateway_pb2_grpc as pb_grpc
+from gateway.config import Settings
+from gateway.core import Gateway
+from gateway.errors import AlreadyRunning, ConfigError
+from gateway.service import Servicer
+from gateway.store import Store
+from gateway.upstreams.base import Upstream
+from gateway.upstreams.local import LocalUpstream
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 64 * 1024 * 1024
+RETENTION_CHECK_S = 3600.0
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold an exclusive lock for the daemon's lifetime; refuse if another holds it."""
+    lock = open(state_dir / "gateway.lock", "a+")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pid = lock.read().strip() or "unknown"
+        lock.close()
+        raise AlreadyRunning(
+            f"another fxgate daemon (pid {pid}) is using state dir {state_dir}; "
+            "stop it first or choose another --state-dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def build_upstreams(settings: Settings) -> dict[str, Upstream]:
+    upstreams: dict[str, Upstream] = {"local": LocalUpstream(settings.local_workers)}
+    return upstreams
+
+
+class Daemon:
+    """A running fxgate daemon."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stopping = threading.Event()
+        self._lock: IO[str] | None = None
+        self.gateway: Gateway | None = None
+        self.server: grpc.Server | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = _lock_state_dir(s.state_dir)
+        self.gateway = Gateway(s, Store(s.resolved_db), build_upstreams(s))
+        self.gateway.start()
+        self.server = grpc.server(
+            ThreadPoolExecutor(max_workers=s.grpc_threads, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+            maximum_concurrent_rpcs=s.grpc_threads,
+        )
+        pb_grpc.add_GatewayServicer_to_server(Servicer(self.gateway), self.server)
+        self._bind()
+        self.server.start()
+        threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
+        log.info(
+            "fxgate serving on %s (store %s, upstreams: %s, local endpoint %s)",
+            s.resolved_address,
+            self.gateway.store.safe_url,
+            ", ".join(sorted(self.gateway.upstreams)),
+            self.gateway.local_endpoint_id,
+        )
+
+    def _bind(self) -> None:
+        assert self.server is not None
+        path = self.settings.socket_path
+        if path is None:
+            raise ConfigError(
+                f"address {self.settings.resolved_address}: only unix:// sockets are served; "
+                "reach a remote daemon through an SSH-forwarded socket"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # stale socket of a dead daemon; the lock proves it
+        old = os.umask(0o177)
+        try:
+            self.server.add_insecure_port(f"unix://{path}")
+        finally:
+            os.umask(old)
+
+    def _retention_loop(self) -> None:
+        assert self.gateway is not None
+        while not self._stopping.wait(RETENTION_CHECK_S):
+            cutoff = time.time() - self.settings.retention_days * 86400
+            try:
+                gone = self.gateway.store.expire(cutoff).result()
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                log.warning("retention sweep failed: %s", exc)
+                continue
+            if gone:
+                log.info("retention: released %d finished task groups", len(gone))
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        if not self._stopping.is_set():
+            log.info("received %s: draining", signal.Signals(signum).name)
+        self._stopping.set()
+
+    def wait(self) -> None:
+        self._stopping.wait()
+
+    def stop(self) -> None:
+        """Stop accepting calls, let running ones end, commit what is queued."""
+        self._stopping.set()
+        if self.gateway is not None:
+            self.gateway.hub.close()  # end watch streams; clients reconnect later
+        if self.server is not None:
+            self.server.stop(grace=5).wait()
+        if self.gateway is not None:
+            self.gateway.stop()
+        path = self.settings.socket_path
+        if path is not None:
+            path.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+        log.info("fxgate stopped")
+
+
+def serve(settings: Settings) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT."""
+    daemon = Daemon(settings)
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    try:
+        daemon.start()
+        daemon.wait()
+    finally:
+        daemon.stop()

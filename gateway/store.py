@@ -1,0 +1,662 @@
+"""All SQL of the daemon: one writer thread that group-commits, and plain reads.
+
+Durability is what makes "accepted" and "acknowledged" mean something, so
+every write waits for a commit with ``synchronous=FULL`` on SQLite. To keep
+that cheap, one writer thread drains every write waiting in its queue into a
+single transaction (group commit): a thousand accepted tasks or results cost
+one fsync, not a thousand. Reads run on their own connections (WAL lets them
+proceed beside the writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from gateway.errors import NotFound, StoreUnavailable
+from gateway.models import (
+    UNFINISHED,
+    Base,
+    Function,
+    FunctionRegistration,
+    Meta,
+    QuarantinedMessage,
+    Task,
+    TaskGroup,
+    TaskState,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOp = Callable[[Connection], Any]
+
+TASKS = cast(Table, Task.__table__)
+GROUPS = TaskGroup.__table__
+# SQLite allows 32766 bound parameters; stay far below it in IN (...) lists.
+CHUNK = 900
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as a client submitted it, before it has an id."""
+
+    function_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """What an upstream needs to run a task."""
+
+    task_id: str
+    group_id: str
+    endpoint_id: str
+    function_id: str
+    payload: str
+    result_serializers: tuple[str, ...]
+    state: TaskState = TaskState.ACCEPTED
+    upstream_task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished task as an upstream reports it, by our id or the upstream's."""
+
+    state: TaskState
+    data: str
+    task_id: str | None = None
+    upstream_task_id: str | None = None
+    error_code: str = ""
+    error_message: str = ""
+    exception: str = ""
+    completed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A committed terminal state of one task, as watchers receive it."""
+
+    task_id: str
+    group_id: str
+    state: TaskState
+    data: str
+    error_code: str
+    error_message: str
+    exception: str
+    upstream_task_id: str
+    completed_at: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    id: str
+    upstream: str
+    endpoint_id: str
+    upstream_group_id: str | None
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before Submit answers or a result is acked.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Store:
+    """The daemon's durable state; every write goes through one writer thread."""
+
+    def __init__(self, url: str, *, max_batch: int = 5000) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, pool_size=8, max_overflow=32)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._queue: queue.SimpleQueue[tuple[WriteOp, Future[Any]] | None] = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._seq = 0
+        self._after_commit: list[Callable[[list[Any]], None]] = []
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+
+    # ----------------------------------------------------------------- life
+    def open(self) -> None:
+        """Create the schema if needed and start the writer."""
+        try:
+            Base.metadata.create_all(self.engine)
+            with self.engine.connect() as conn:
+                self._seq = conn.execute(select(func.max(Task.seq))).scalar() or 0
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot open database {self.safe_url}: {exc}") from None
+        self._writer.start()
+
+    def close(self) -> None:
+        """Finish queued writes, then stop the writer."""
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+        self.engine.dispose()
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # --------------------------------------------------------------- writer
+    def write(self, op: Callable[[Connection], T]) -> Future[T]:
+        """Queue a write; its future resolves after the transaction committed."""
+        fut: Future[T] = Future()
+        self._queue.put((op, fut))
+        return fut
+
+    def write_wait(self, op: Callable[[Connection], T], timeout: float | None = 60.0) -> T:
+        return self.write(op).result(timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any]]]) -> None:
+        seq_before = self._seq
+        try:
+            with self.engine.begin() as conn:
+                results = [op(conn) for op, _ in batch]
+        except Exception as exc:  # noqa: BLE001 - isolate the op that failed
+            self._seq = seq_before
+            if len(batch) == 1:
+                batch[0][1].set_exception(self._translate(exc))
+                return
+            log.warning(
+                "a group commit of %d writes failed (%s); retrying one by one", len(batch), exc
+            )
+            for item in batch:
+                self._commit_batch([item])
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
+
+    @staticmethod
+    def _translate(exc: Exception) -> Exception:
+        if isinstance(exc, OperationalError):
+            return StoreUnavailable(f"database unavailable: {exc.orig}")
+        if isinstance(exc, SQLAlchemyError):
+            return StoreUnavailable(f"database error: {exc}")
+        return exc
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # ------------------------------------------------------------- writes
+    def meta_value(self, key: str, default: Callable[[], str]) -> str:
+        """A stored fact, created with default() the first time it is asked for."""
+
+        def op(conn: Connection) -> str:
+            found = conn.execute(select(Meta.value).where(Meta.key == key)).scalar()
+            if found is not None:
+                return str(found)
+            value = default()
+            conn.execute(insert(Meta).values(key=key, value=value))
+            return value
+
+        return self.write_wait(op)
+
+    def register_function(self, function_id: str, name: str, code: str) -> Future[None]:
+        def op(conn: Connection) -> None:
+            exists = conn.execute(select(Function.id).where(Function.id == function_id)).scalar()
+            if exists is None:
+                conn.execute(
+                    insert(Function).values(
+                        id=function_id, name=name, code=code, created_at=time.time()
+                    )
+                )
+
+        return self.write(op)
+
+    def accept(
+        self,
+        group: GroupInfo,
+        tasks: Sequence[NewTask],
+        submit_id: str,
+        result_serializers: Sequence[str],
+        *,
+        create_group: bool,
+    ) -> Future[list[str]]:
+        """Store new tasks (and a new group); a repeated submit_id returns the first ids."""
+        serializers = "\n".join(result_serializers)
+
+        def op(conn: Connection) -> list[str]:
+            keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
+            first = conn.execute(select(Task.id).where(Task.submit_key == keys[0])).scalar()
+            if first is not None:  # a retry of a batch committed before
+                by_key: dict[str, str] = {}
+                for part in _chunks(keys):
+                    for key, tid in conn.execute(
+                        select(Task.submit_key, Task.id).where(Task.submit_key.in_(part))
+                    ):
+                        by_key[key] = tid
+                return [by_key[k] for k in keys]
+            now = time.time()
+            if create_group:
+                conn.execute(
+                    insert(TaskGroup).values(
+                        id=group.id,
+                        upstream=group.upstream,
+                        endpoint_id=group.endpoint_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                conn.execute(
+                    update(TaskGroup).where(TaskGroup.id == group.id).values(updated_at=now)
+                )
+            ids = [str(uuid.uuid4()) for _ in tasks]
+            conn.execute(
+                insert(TASKS),
+                [
+                    {
+                        "id": tid,
+                        "group_id": group.id,
+                        "endpoint_id": group.endpoint_id,
+                        "function_id": t.function_id,
+                        "payload": t.payload,
+                        "result_serializers": serializers,
+                        "state": int(TaskState.ACCEPTED),
+                        "submit_key": key,
+                        "created_at": now,
+                    }
+                    for tid, t, key in zip(ids, tasks, keys, strict=True)
+                ],
+            )
+            return ids
+
+        return self.write(op)
+
+    def complete(
+        self, completions: Sequence[Completion]
+    ) -> Future[tuple[list[TaskEvent], list[Completion]]]:
+        """Store terminal states; a task already terminal is left as it is.
+
+        Returns the events that changed something, in seq order (so a result
+        that arrives twice is stored and delivered once), and the completions
+        that name no stored task, for the caller to keep and log.
+        """
+        return self.write(lambda conn: self._complete(conn, completions))
+
+    def _complete(
+        self, conn: Connection, completions: Sequence[Completion]
+    ) -> tuple[list[TaskEvent], list[Completion]]:
+        cols = (Task.id, Task.group_id, Task.state, Task.upstream_task_id)
+        by_id: dict[str, Any] = {}
+        by_upstream: dict[str, Any] = {}
+        for part in _chunks([c.task_id for c in completions if c.task_id]):
+            by_id.update((r[0], r) for r in conn.execute(select(*cols).where(Task.id.in_(part))))
+        wanted = [c.upstream_task_id for c in completions if not c.task_id and c.upstream_task_id]
+        for part in _chunks(wanted):
+            for r in conn.execute(select(*cols).where(Task.upstream_task_id.in_(part))):
+                by_upstream[str(r[3])] = r
+        events: list[TaskEvent] = []
+        unknown: list[Completion] = []
+        now = time.time()
+        for c in completions:
+            row = by_id.get(c.task_id) if c.task_id else by_upstream.get(c.upstream_task_id or "")
+            if row is None:
+                unknown.append(c)
+                continue
+            if TaskState(row[2]).terminal:
+                continue
+            by_id[row[0]] = (row[0], row[1], int(c.state), row[3])  # a duplicate is now terminal
+            if c.upstream_task_id:
+                by_upstream[c.upstream_task_id] = by_id[row[0]]
+            events.append(
+                TaskEvent(
+                    task_id=row[0],
+                    group_id=row[1],
+                    state=c.state,
+                    data=c.data,
+                    error_code=c.error_code,
+                    error_message=c.error_message,
+                    exception=c.exception,
+                    upstream_task_id=row[3] or "",
+                    completed_at=c.completed_at or now,
+                    seq=self._next_seq(),
+                )
+            )
+        if events:
+            conn.execute(
+                update(TASKS).where(TASKS.c.id == bindparam("b_id")),
+                [
+                    {
+                        "b_id": e.task_id,
+                        "state": int(e.state),
+                        "data": e.data,
+                        "error_code": e.error_code,
+                        "error_message": e.error_message,
+                        "exception": e.exception,
+                        "completed_at": e.completed_at,
+                        "seq": e.seq,
+                        "payload": None,
+                    }
+                    for e in events
+                ],
+            )
+        return events, unknown
+
+    def mark_submitted(self, upstream_ids: dict[str, str]) -> Future[None]:
+        """Record the upstream's task ids (task id -> upstream task id)."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(TASKS)
+                .where(TASKS.c.id == bindparam("b_id"))
+                .where(TASKS.c.state == int(TaskState.ACCEPTED)),
+                [
+                    {"b_id": tid, "upstream_task_id": up, "state": int(TaskState.SUBMITTED)}
+                    for tid, up in upstream_ids.items()
+                ],
+            )
+
+        return self.write(op)
+
+    def set_upstream_group(self, group_id: str, upstream_group_id: str) -> Future[None]:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(TaskGroup)
+                .where(TaskGroup.id == group_id)
+                .values(upstream_group_id=upstream_group_id)
+            )
+
+        return self.write(op)
+
+    def save_registration(
+        self, function_id: str, upstream_key: str, upstream_id: str
+    ) -> Future[None]:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                delete(FunctionRegistration)
+                .where(FunctionRegistration.function_id == function_id)
+                .where(FunctionRegistration.upstream_key == upstream_key)
+            )
+            conn.execute(
+                insert(FunctionRegistration).values(
+                    function_id=function_id,
+                    upstream_key=upstream_key,
+                    upstream_function_id=upstream_id,
+                )
+            )
+
+        return self.write(op)
+
+    def quarantine(self, source: str, reason: str, body: bytes) -> Future[None]:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                insert(QuarantinedMessage).values(
+                    source=source, reason=reason, body=body, received_at=time.time()
+                )
+            )
+
+        return self.write(op)
+
+    def release(self, group_id: str) -> Future[int]:
+        """Delete a group and its tasks; the count of tasks deleted."""
+
+        def op(conn: Connection) -> int:
+            found = conn.execute(select(TaskGroup.id).where(TaskGroup.id == group_id)).scalar()
+            if found is None:
+                raise NotFound(f"unknown task group {group_id}")
+            count = conn.execute(delete(Task).where(Task.group_id == group_id)).rowcount
+            conn.execute(delete(TaskGroup).where(TaskGroup.id == group_id))
+            return int(count)
+
+        return self.write(op)
+
+    def expire(self, older_than: float) -> Future[list[str]]:
+        """Release every finished group untouched since older_than (retention)."""
+
+        def op(conn: Connection) -> list[str]:
+            stale = list(
+                conn.execute(
+                    select(TaskGroup.id).where(TaskGroup.updated_at < older_than)
+                ).scalars()
+            )
+            gone = []
+            for gid in stale:
+                open_tasks = conn.execute(
+                    select(func.count())
+                    .select_from(Task)
+                    .where(Task.group_id == gid)
+                    .where(Task.state.in_([int(s) for s in UNFINISHED]))
+                ).scalar_one()
+                if open_tasks == 0:
+                    conn.execute(delete(Task).where(Task.group_id == gid))
+                    conn.execute(delete(TaskGroup).where(TaskGroup.id == gid))
+                    gone.append(gid)
+            return gone
+
+        return self.write(op)
+
+    # --------------------------------------------------------------- reads
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as conn:
+                return fn(conn)
+        except SQLAlchemyError as exc:
+            raise self._translate(exc) from None
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        row = self._read(
+            lambda c: c.execute(
+                select(
+                    TaskGroup.id,
+                    TaskGroup.upstream,
+                    TaskGroup.endpoint_id,
+                    TaskGroup.upstream_group_id,
+                ).where(TaskGroup.id == group_id)
+            ).first()
+        )
+        return GroupInfo(*row) if row else None
+
+    def groups_with_upstream_ids(self, upstream: str) -> list[GroupInfo]:
+        """Groups of one upstream that have unfinished tasks (to resume consuming)."""
+
+        def fn(c: Connection) -> list[GroupInfo]:
+            open_groups = (
+                select(Task.group_id).where(Task.state.in_([int(s) for s in UNFINISHED])).distinct()
+            )
+            rows = c.execute(
+                select(
+                    TaskGroup.id,
+                    TaskGroup.upstream,
+                    TaskGroup.endpoint_id,
+                    TaskGroup.upstream_group_id,
+                )
+                .where(TaskGroup.upstream == upstream)
+                .where(TaskGroup.id.in_(open_groups))
+            ).all()
+            return [GroupInfo(*r) for r in rows]
+
+        return self._read(fn)
+
+    def function_code(self, function_id: str) -> tuple[str, str] | None:
+        """(name, code) of a stored function."""
+        row = self._read(
+            lambda c: c.execute(
+                select(Function.name, Function.code).where(Function.id == function_id)
+            ).first()
+        )
+        return (row[0], row[1]) if row else None
+
+    def registration(self, function_id: str, upstream_key: str) -> str | None:
+        return self._read(
+            lambda c: c.execute(
+                select(FunctionRegistration.upstream_function_id)
+                .where(FunctionRegistration.function_id == function_id)
+                .where(FunctionRegistration.upstream_key == upstream_key)
+            ).scalar()
+        )
+
+    def task_states(self, group_id: str) -> list[tuple[str, int]]:
+        """(task id, state) of every task in a group, in the order they were accepted."""
+        return self._read(
+            lambda c: list(
+                c.execute(
+                    select(Task.id, Task.state)
+                    .where(Task.group_id == group_id)
+                    .order_by(Task.created_at, Task.submit_key)
+                ).tuples()
+            )
+        )
+
+    def events_after(self, group_id: str, after_seq: int, limit: int) -> list[TaskEvent]:
+        """Finished tasks of a group with seq > after_seq, oldest first."""
+
+        def fn(c: Connection) -> list[TaskEvent]:
+            rows = c.execute(
+                select(
+                    Task.id,
+                    Task.state,
+                    Task.data,
+                    Task.error_code,
+                    Task.error_message,
+                    Task.exception,
+                    Task.upstream_task_id,
+                    Task.completed_at,
+                    Task.seq,
+                )
+                .where(Task.group_id == group_id)
+                .where(Task.seq > after_seq)
+                .order_by(Task.seq)
+                .limit(limit)
+            ).all()
+            return [
+                TaskEvent(
+                    r[0],
+                    group_id,
+                    TaskState(r[1]),
+                    r[2] or "",
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6] or "",
+                    r[7] or 0.0,
+                    r[8] or 0,
+                )
+                for r in rows
+            ]
+
+        return self._read(fn)
+
+    def unfinished(self, upstream: str, after_id: str = "", limit: int = 5000) -> list[PendingTask]:
+        """Unfinished tasks of one upstream's groups, in pages by task id."""
+
+        def fn(c: Connection) -> list[PendingTask]:
+            rows = c.execute(
+                select(
+                    Task.id,
+                    Task.group_id,
+                    Task.endpoint_id,
+                    Task.function_id,
+                    Task.payload,
+                    Task.result_serializers,
+                    Task.state,
+                    Task.upstream_task_id,
+                )
+                .join(TaskGroup, TaskGroup.id == Task.group_id)
+                .where(TaskGroup.upstream == upstream)
+                .where(Task.state.in_([int(s) for s in UNFINISHED]))
+                .where(Task.id > after_id)
+                .order_by(Task.id)
+                .limit(limit)
+            ).all()
+            return [
+                PendingTask(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4] or "",
+                    tuple(s for s in r[5].split("\n") if s),
+                    TaskState(r[6]),
+                    r[7],
+                )
+                for r in rows
+            ]
+
+        return self._read(fn)
+
+    def state_counts(self) -> dict[TaskState, int]:
+        return self._read(
+            lambda c: {
+                TaskState(s): n
+                for s, n in c.execute(select(Task.state, func.count()).group_by(Task.state))
+            }
+        )
+
+    def group_count(self) -> int:
+        return self._read(
+            lambda c: c.execute(select(func.count()).select_from(TaskGroup)).scalar_one()
+        )
+
+    def quarantine_count(self) -> int:
+        return self._read(
+            lambda c: c.execute(select(func.count()).select_from(QuarantinedMessage)).scalar_one()
+        )
+
+    def task_groups_of(self, task_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """task id -> (group id, state) for the ids that exist."""
+        ids = list(task_ids)
+
+        def fn(c: Connection) -> dict[str, tuple[str, int]]:
+            out: dict[str, tuple[str, int]] = {}
+            for part in _chunks(ids):
+                for r in c.execute(
+                    select(Task.id, Task.group_id, Task.state).where(Task.id.in_(part))
+                ):
+                    out[r[0]] = (r[1], r[2])
+            return out
+
+        return self._read(fn)
