@@ -67,8 +67,8 @@ def open_channel(address: str) -> grpc.Channel:
 
 def refused(exc: grpc.RpcError) -> RequestRefused:
     """The daemon's answer to a bad request, as one exception with code and message."""
-    code = exc.code()  # type: ignore[attr-defined]
-    return RequestRefused(code.name, exc.details() or code.name)  # type: ignore[attr-defined]
+    code = exc.code()
+    return RequestRefused(code.name, exc.details() or code.name)
 
 
 class Connection:
@@ -77,7 +77,7 @@ class Connection:
     def __init__(self, address: str | None = None) -> None:
         self.address = resolve_address(address)
         self.channel = open_channel(self.address)
-        self.stub = pb_grpc.GatewayStub(self.channel)
+        self.stub = pb_grpc.GatewayStub(self.channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.channel.close()
@@ -87,7 +87,7 @@ class Connection:
         try:
             return rpc()
         except grpc.RpcError as exc:
-            if exc.code() in TRANSIENT:  # type: ignore[attr-defined]
+            if exc.code() in TRANSIENT:
                 raise GatewayUnavailable(
                     f"no fxgate daemon answers at {self.address} ({what}); start one with "
                     "`fxgate serve` or set FXGATE_ADDRESS"
@@ -103,12 +103,14 @@ class Connection:
             try:
                 return rpc()
             except grpc.RpcError as exc:
-                if exc.code() not in TRANSIENT:  # type: ignore[attr-defined]
+                if exc.code() not in TRANSIENT:
                     raise refused(exc) from None
                 if stop is not None and stop.is_set():
                     raise GatewayUnavailable(f"gave up on {what}: the client is stopping") from None
                 if time.monotonic() - warned_at > 10:
-                    log.warning("fxgate daemon at %s unreachable (%s); retrying", self.address, what)
+                    log.warning(
+                        "fxgate daemon at %s unreachable (%s); retrying", self.address, what
+                    )
                     warned_at = time.monotonic()
             pause = delay * random.uniform(0.5, 1.0)
             if stop is None:

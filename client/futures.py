@@ -58,7 +58,9 @@ def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
         try:
             value = deserialize(event.data)
         except Exception as exc:  # noqa: BLE001 - reported on the future
-            err = DeserializationError(f"could not deserialize the result of {event.task_id}: {exc}")
+            err = DeserializationError(
+                f"could not deserialize the result of {event.task_id}: {exc}"
+            )
             err.__cause__ = exc
             _set(future, exception=err)
             return
@@ -70,7 +72,9 @@ def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
         _set(future, exception=remote_exception(event))
 
 
-def _set(future: ComputeFuture, *, result: Any = None, exception: BaseException | None = None) -> None:
+def _set(
+    future: ComputeFuture, *, result: Any = None, exception: BaseException | None = None
+) -> None:
     try:
         if exception is not None:
             future.set_exception(exception)

@@ -35,10 +35,10 @@ class GroupWatcher:
         self._stop = threading.Event()
         self._restart = threading.Event()
         self._finish_when_idle = False
+        # Started once the group exists in the daemon (after a Submit or for a reload).
         self._thread = threading.Thread(
             target=self._run, name=f"fxgate-watch-{group_id[:8]}", daemon=True
         )
-        self._thread.start()
 
     # ------------------------------------------------------------ futures
     def begin_submit(self) -> None:
@@ -61,6 +61,7 @@ class GroupWatcher:
                 self._early.clear()
         for fut, event in ready:
             resolve(fut, event)
+        self._ensure_started()
 
     def watch(self, futures: Iterable[ComputeFuture], *, replay: bool) -> None:
         """Watch futures of tasks accepted earlier; replay=True streams the group anew."""
@@ -73,6 +74,15 @@ class GroupWatcher:
         if replay:
             self._restart.set()
             self._cancel_call()
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if not self._thread.is_alive() and not self._stop.is_set():
+                try:
+                    self._thread.start()
+                except RuntimeError:
+                    pass  # it ran and ended already
 
     def known(self, task_id: str) -> bool:
         with self._lock:
@@ -103,7 +113,8 @@ class GroupWatcher:
         self._cancel_call()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _cancel_call(self) -> None:
         call = self._call
@@ -126,14 +137,16 @@ class GroupWatcher:
                 for message in call:
                     self._handle(message.events)
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if self._stop.is_set() or self._restart.is_set():
                     continue
                 if code in TRANSIENT:
-                    log.info("watch of group %s interrupted (%s); resuming", self.group_id, code.name)
+                    log.info(
+                        "watch of group %s interrupted (%s); resuming", self.group_id, code.name
+                    )
                     self._stop.wait(0.05)
                     continue
-                log.error("watch of group %s refused: %s", self.group_id, exc.details())  # type: ignore[attr-defined]
+                log.error("watch of group %s refused: %s", self.group_id, exc.details())
                 self.fail_all(refused(exc))
                 return
             finally:

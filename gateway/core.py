@@ -250,6 +250,14 @@ class Gateway:
         finally:
             sub.close()
 
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
+        ids = [_canonical_uuid(t, "task id") for t in task_ids]
+        found = self.store.tasks(ids)
+        missing = set(ids) - {e.task_id for e in found}
+        if missing:
+            raise NotFound(f"unknown task ids: {', '.join(sorted(missing)[:5])}")
+        return found
+
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks that have not started; returns those cancelled."""
         ids = [_canonical_uuid(t, "task id") for t in task_ids]

@@ -84,7 +84,9 @@ class Daemon:
             ],
             maximum_concurrent_rpcs=s.grpc_threads,
         )
-        pb_grpc.add_GatewayServicer_to_server(Servicer(self.gateway), self.server)
+        pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
+            Servicer(self.gateway), self.server
+        )
         self._bind()
         self.server.start()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()

@@ -145,6 +145,13 @@ class Servicer(pb_grpc.GatewayServicer):
         )
 
     @unary
+    def GetTasks(  # noqa: N802
+        self, request: pb.GetTasksRequest, context: grpc.ServicerContext
+    ) -> pb.GetTasksResponse:
+        events = self.gw.tasks(list(request.task_ids))
+        return pb.GetTasksResponse(tasks=[event_message(e) for e in events])
+
+    @unary
     def Cancel(  # noqa: N802
         self, request: pb.CancelRequest, context: grpc.ServicerContext
     ) -> pb.CancelResponse:

@@ -590,6 +590,45 @@ class Store:
 
         return self._read(fn)
 
+    def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
+        """The stored state of given tasks (unfinished ones with empty result fields)."""
+
+        def fn(c: Connection) -> list[TaskEvent]:
+            out: list[TaskEvent] = []
+            for part in _chunks(task_ids):
+                rows = c.execute(
+                    select(
+                        Task.id,
+                        Task.group_id,
+                        Task.state,
+                        Task.data,
+                        Task.error_code,
+                        Task.error_message,
+                        Task.exception,
+                        Task.upstream_task_id,
+                        Task.completed_at,
+                        Task.seq,
+                    ).where(Task.id.in_(part))
+                ).all()
+                out.extend(
+                    TaskEvent(
+                        r[0],
+                        r[1],
+                        TaskState(r[2]),
+                        r[3] or "",
+                        r[4],
+                        r[5],
+                        r[6],
+                        r[7] or "",
+                        r[8] or 0.0,
+                        r[9] or 0,
+                    )
+                    for r in rows
+                )
+            return out
+
+        return self._read(fn)
+
     def unfinished(self, upstream: str, after_id: str = "", limit: int = 5000) -> list[PendingTask]:
         """Unfinished tasks of one upstream's groups, in pages by task id."""
 

@@ -132,6 +132,18 @@ class GetTaskGroupResponse(_message.Message):
     upstream_task_group_id: str
     def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., upstream_task_group_id: _Optional[str] = ...) -> None: ...
 
+class GetTasksRequest(_message.Message):
+    __slots__ = ("task_ids",)
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
+
 class CancelRequest(_message.Message):
     __slots__ = ("task_ids",)
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]

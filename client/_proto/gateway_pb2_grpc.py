@@ -54,6 +54,11 @@ class GatewayStub:
                 request_serializer=fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupRequest.SerializeToString,
                 response_deserializer=fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupResponse.FromString,
                 _registered_method=True)
+        self.GetTasks = channel.unary_unary(
+                '/fxgate.v1.Gateway/GetTasks',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.GetTasksRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.GetTasksResponse.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/fxgate.v1.Gateway/Cancel',
                 request_serializer=fxgate_dot_v1_dot_gateway__pb2.CancelRequest.SerializeToString,
@@ -102,6 +107,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTasks(self, request, context):
+        """The state of given tasks, with the result of those that finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Cancel(self, request, context):
         """Cancel tasks that have not started yet.
         """
@@ -145,6 +157,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetTaskGroup,
                     request_deserializer=fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupRequest.FromString,
                     response_serializer=fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupResponse.SerializeToString,
+            ),
+            'GetTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTasks,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.GetTasksRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.GetTasksResponse.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
                     servicer.Cancel,
@@ -270,6 +287,33 @@ class Gateway:
             '/fxgate.v1.Gateway/GetTaskGroup',
             fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupRequest.SerializeToString,
             fxgate_dot_v1_dot_gateway__pb2.GetTaskGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/GetTasks',
+            fxgate_dot_v1_dot_gateway__pb2.GetTasksRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.GetTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
