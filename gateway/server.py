@@ -144,7 +144,7 @@ class Daemon:
         if self.gateway is not None:
             self.gateway.stop()
         path = self.settings.socket_path
-        if path is not None:
+        if path is not None and self._lock is not None:  # only the owner removes it
             path.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()

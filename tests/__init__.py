@@ -1,0 +1,1 @@
+"""fxgate test suite."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real daemon process per test, real RabbitMQ and fake web service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import Client, Executor
+from tests.daemon import DaemonProcess
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A running `fxgate serve` with its own state dir and two local workers."""
+    d = DaemonProcess(tmp_path / "state")
+    d.start()
+    yield d
+    code = d.stop()
+    assert code in (0, -9), f"daemon exited with {code}:\n{d.log()}"
+
+
+@pytest.fixture
+def client(daemon: DaemonProcess) -> Iterator[Client]:
+    with Client(address=daemon.address) as c:
+        yield c
+
+
+@pytest.fixture
+def executor(daemon: DaemonProcess) -> Iterator[Executor]:
+    ex = Executor(endpoint_id="local", address=daemon.address)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,164 @@
+"""Client death, daemon death and sharing, on real processes and a real unix socket."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+
+from client import Client, Executor
+from tests.daemon import DaemonProcess
+
+SUBMIT_AND_DIE = """
+import os, signal, sys, time
+from client import Executor
+
+def square(x):
+    return x * x
+
+ex = Executor(endpoint_id="local")
+futures = [ex.submit(square, i) for i in range(1000)]
+while ex.task_count_submitted < 1000:   # the seed's own pattern: accepted, then die
+    time.sleep(0.01)
+print(ex.task_group_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+REATTACH = """
+import sys
+from client import Executor
+
+with Executor(endpoint_id="local", task_group_id=sys.argv[1]) as ex:
+    futures = ex.reload_tasks()
+    results = sorted(f.result(timeout=120) for f in futures)
+print(len(futures), sum(results))
+"""
+
+
+def test_client_killed_before_reading_results_loses_nothing(daemon: DaemonProcess) -> None:
+    first = daemon.run_script(SUBMIT_AND_DIE)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    group_id = first.stdout.strip()
+    second = daemon.run_script(REATTACH, group_id)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["1000", str(sum(i * i for i in range(1000)))]
+
+
+def slow_square(x: int) -> int:
+    import time
+
+    time.sleep(0.005)
+    return x * x
+
+
+def test_daemon_killed_mid_stream_every_accepted_task_completes(daemon: DaemonProcess) -> None:
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        futures = [ex.submit(slow_square, i) for i in range(1000)]
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        assert done  # tasks are running now
+        daemon.kill()
+        unfinished_at_crash = sum(not f.done() for f in futures)
+        daemon.start()
+        # The live client reconnects by itself; no future fails.
+        results = [f.result(timeout=180) for f in futures]
+        group_id = ex.task_group_id
+    assert unfinished_at_crash > 0
+    assert results == [i * i for i in range(1000)]
+    # A process that re-attaches afterwards gets every result too.
+    again = daemon.run_script(REATTACH, group_id)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == ["1000", str(sum(i * i for i in range(1000)))]
+    with Client(address=daemon.address) as c:
+        group = c.get_task_group(group_id)
+    assert len(group["tasks"]) == 1000  # nothing accepted twice
+    assert {t["status"] for t in group["tasks"]} == {"success"}
+
+
+def test_daemon_killed_with_tasks_only_accepted_runs_them_after_restart(
+    daemon: DaemonProcess,
+) -> None:
+    with Client(address=daemon.address) as c:
+        fid = c.register_function(slow_square)
+        batch = c.create_batch()
+        for i in range(1000):
+            batch.add(fid, "local", args=(i,))
+        ids = c.batch_run(batch)  # returns once the tasks are committed
+        group_id = batch.task_group_id
+    daemon.kill()
+    daemon.start()
+    out = daemon.run_script(REATTACH, group_id)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1000", str(sum(i * i for i in range(1000)))]
+    assert len(ids) == 1000
+
+
+SHARER = """
+import json, os, sys
+from client import Client, Executor
+
+def tag(i, me):
+    return (me, i)
+
+me = sys.argv[1]
+with Executor(endpoint_id="local") as ex:
+    futures = [ex.submit(tag, i, me) for i in range(500)]
+    results = [f.result(timeout=240) for f in futures]
+    group_id = ex.task_group_id
+with Client() as c:
+    listed = c.get_task_group(group_id)["tasks"]
+print(json.dumps({"ok": results == [(me, i) for i in range(500)],
+                  "foreign": [r for r in results if r[0] != me][:3],
+                  "group_size": len(listed)}))
+"""
+
+
+def test_twenty_clients_share_one_daemon(daemon: DaemonProcess) -> None:
+    procs = [daemon.popen_script(SHARER, f"client-{n}") for n in range(20)]
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out))
+    assert all(r["ok"] for r in reports), reports
+    assert all(r["foreign"] == [] for r in reports)
+    assert [r["group_size"] for r in reports] == [500] * 20
+    with Client(address=daemon.address) as c:
+        assert c.status()["tasks"] == {"SUCCESS": 10000}
+
+
+def test_two_processes_watching_one_group_both_see_every_result(daemon: DaemonProcess) -> None:
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        futures = [ex.submit(slow_square, i) for i in range(200)]
+        other = daemon.popen_script(REATTACH, ex.task_group_id)
+        results = [f.result(timeout=120) for f in futures]
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert results == [i * i for i in range(200)]
+    assert out.split() == ["200", str(sum(i * i for i in range(200)))]
+
+
+def test_sigterm_drains_and_exits_zero(daemon: DaemonProcess) -> None:
+    assert daemon.stop() == 0
+    assert "fxgate stopped" in daemon.log()
+
+
+def test_second_daemon_on_same_state_dir_refuses(daemon: DaemonProcess) -> None:
+    second = DaemonProcess(daemon.state_dir)
+    proc = second.spawn()
+    assert proc.wait(timeout=60) == 2
+    assert "another fxgate daemon" in second.log()
+    # the first one still serves
+    with Client(address=daemon.address) as c:
+        assert c.status()["version"]
+
+
+def test_socket_is_private(daemon: DaemonProcess) -> None:
+    assert daemon.socket.stat().st_mode & 0o777 == 0o600
+
+
+def test_stale_socket_of_killed_daemon_is_replaced(daemon: DaemonProcess) -> None:
+    daemon.kill()
+    assert daemon.socket.exists()
+    daemon.start()
+    with Client(address=daemon.address) as c:
+        assert c.status()["version"]
