@@ -15,15 +15,19 @@ import os  # fxgate: for EXPENSIVE_TASK_SECONDS
 
 from client import FuncXClient  # fxgate: was `from funcx import FuncXClient`
 
-
 # fxgate: the guide sleeps a fixed 3600 * 24 s; the seconds now come from
-# $EXPENSIVE_TASK_SECONDS (default still 24 hours). A default argument, not a
-# module global: the function runs in a worker that does not have this
-# script's globals or environment, but its defaults travel with it.
-def expensive_task(task_arg, seconds=int(os.environ.get("EXPENSIVE_TASK_SECONDS", 3600 * 24))):
+# $EXPENSIVE_TASK_SECONDS (default still 24 hours), bound as a default
+# argument: the function runs in a worker that has neither this script's
+# globals nor its environment, but its defaults travel with it.
+EXPENSIVE_TASK_SECONDS = int(os.environ.get("EXPENSIVE_TASK_SECONDS", 3600 * 24))
+
+
+def expensive_task(task_arg, seconds=EXPENSIVE_TASK_SECONDS):
     import time
-    time.sleep(seconds)  # 24 hours
+
+    time.sleep(seconds)  # 24 hours (fxgate: was time.sleep(3600 * 24))
     return "All done!"
+
 
 ep_id = "local"  # fxgate: was "<endpoint_id>"
 fxc = FuncXClient()

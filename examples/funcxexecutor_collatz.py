@@ -12,7 +12,7 @@ Run with a daemon serving (``fxgate serve``):
 from client import FuncXExecutor  # fxgate: was `from funcx import FuncXExecutor`
 
 
-def generate_collatz_sequence(N: int, sequence_limit = 10_000):
+def generate_collatz_sequence(N: int, sequence_limit=10_000):
     seq = [N]
     while N != 1 and len(seq) < sequence_limit:
         if N % 2:
@@ -21,6 +21,7 @@ def generate_collatz_sequence(N: int, sequence_limit = 10_000):
             N //= 2  # okay because guaranteed integer result
         seq.append(N)
     return seq
+
 
 ep_id = "local"  # fxgate: was "<your_endpoint_id>"
 

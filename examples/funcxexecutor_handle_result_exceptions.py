@@ -24,6 +24,7 @@ def generate_collatz_sequence(N: int, sequence_limit=100):
         raise ValueError(f"Sequence not terminated in {sequence_limit} steps")
     return seq
 
+
 ep_id = "local"  # fxgate: the guide uses ep_id without defining it
 
 with FuncXExecutor(endpoint_id=ep_id) as fxe:

@@ -18,14 +18,16 @@ Run with a daemon serving (``fxgate serve``):
 # Then run with the Task Group ID as an argument:
 # $ python funcxexecutor_reload_tasks.py <TG_UUID_STR>
 
-import os, signal, sys, time, typing as t  # noqa: E401
+import os, signal, sys, time, typing as t  # noqa: E401, I001
 from client import FuncXExecutor  # fxgate: was `from funcx import FuncXExecutor`
 from client import FuncXFuture  # fxgate: was `from funcx.sdk.executor import FuncXFuture`
 
 task_group_id = sys.argv[1] if len(sys.argv) > 1 else None
 
+
 def task_kernel(num):
     return f"your funcx logic result, from task: {num}"
+
 
 ep_id = "local"  # fxgate: was "<YOUR_ENDPOINT_UUID>"
 with FuncXExecutor(endpoint_id=ep_id) as fxe:

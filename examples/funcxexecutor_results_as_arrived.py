@@ -14,13 +14,17 @@ import concurrent.futures
 
 from client import FuncXExecutor  # fxgate: missing in the guide (NameError)
 
+
 def double(x):
     return f"{x} -> {x * 2}"
 
+
 def slow_double(x):
-    import random, time  # noqa: E401
+    import random, time  # noqa: E401, I001
+
     time.sleep(x * random.random())
     return f"{x} -> {x * 2}"
+
 
 endpoint_id = "local"  # fxgate: the guide uses endpoint_id without defining it
 

@@ -16,7 +16,7 @@ Run with a daemon serving (``fxgate serve``):
 from client import FuncXExecutor
 
 
-def generate_collatz_sequence(N: int, sequence_limit = 10_000):
+def generate_collatz_sequence(N: int, sequence_limit=10_000):
     seq = [N]
     while N != 1 and len(seq) < sequence_limit:
         if N % 2:
@@ -25,6 +25,7 @@ def generate_collatz_sequence(N: int, sequence_limit = 10_000):
             N //= 2  # okay because guaranteed integer result
         seq.append(N)
     return seq
+
 
 ep_id = "local"
 

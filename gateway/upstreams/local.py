@@ -104,10 +104,15 @@ class LocalUpstream:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         for w in self._workers:
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
+            if w.inflight:
+                # Its tasks stay unfinished in the store and run again at the
+                # next start (at-least-once); waiting could take forever.
+                w.process.kill()
+            else:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
         for w in self._workers:
             w.process.join(timeout=5)
             if w.process.is_alive():

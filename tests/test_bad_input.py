@@ -1,0 +1,174 @@
+"""Bad input gets a clear gRPC error, and the daemon goes on serving everyone else."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from client import Client, Executor, RequestRefused, TaskExecutionFailed
+from client._proto import gateway_pb2 as pb
+from client._proto import gateway_pb2_grpc as pb_grpc
+from client.serialize import pack_buffers, pack_function, pack_payload
+from tests.daemon import DaemonProcess
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+@pytest.fixture
+def stub(daemon: DaemonProcess) -> pb_grpc.GatewayStub:
+    channel = grpc.insecure_channel(
+        daemon.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    return pb_grpc.GatewayStub(channel)
+
+
+@pytest.fixture
+def function_id(stub: pb_grpc.GatewayStub) -> str:
+    response = stub.RegisterFunction(
+        pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
+    )
+    return str(response.function_id)
+
+
+def still_serving(daemon: DaemonProcess) -> None:
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        assert ex.submit(double, 21).result(timeout=60) == 42
+
+
+def refusal(call: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value
+
+
+def submit(stub: pb_grpc.GatewayStub, function_id: str, **fields: object) -> object:
+    defaults: dict[str, object] = {
+        "endpoint_id": "local",
+        "tasks": [pb.TaskSpec(function_id=function_id, payload=pack_payload((1,), {}))],
+    }
+    return lambda: stub.Submit(pb.SubmitRequest(**(defaults | fields)))  # type: ignore[arg-type]
+
+
+def test_unknown_endpoint_id(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+    err = refusal(submit(stub, function_id, endpoint_id=str(uuid.uuid4())))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert "unknown endpoint id" in err.details()
+    err = refusal(submit(stub, function_id, endpoint_id="not-a-uuid"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a UUID" in err.details()
+    still_serving(daemon)
+
+
+def test_unknown_endpoint_fails_the_executor_futures_clearly(daemon: DaemonProcess) -> None:
+    with Executor(endpoint_id=str(uuid.uuid4()), address=daemon.address) as ex:
+        exc = ex.submit(double, 1).exception(timeout=60)
+    assert isinstance(exc, RequestRefused)
+    assert exc.code == "NOT_FOUND"
+    still_serving(daemon)
+
+
+def test_unknown_task_group_on_reload(daemon: DaemonProcess) -> None:
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        with pytest.raises(RequestRefused) as info:
+            ex.reload_tasks(str(uuid.uuid4()))
+    assert info.value.code == "NOT_FOUND"
+    assert "unknown task group" in info.value.message
+    with Client(address=daemon.address) as c, pytest.raises(RequestRefused):
+        c.get_task_group("nonsense")
+    still_serving(daemon)
+
+
+def test_unknown_task_ids(daemon: DaemonProcess, client: Client) -> None:
+    with pytest.raises(RequestRefused, match="NOT_FOUND"):
+        client.get_result(str(uuid.uuid4()))
+    with pytest.raises(RequestRefused, match="NOT_FOUND"):
+        client.cancel([str(uuid.uuid4())])
+    still_serving(daemon)
+
+
+def test_payload_over_the_limit(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+    big = pack_payload(("x" * 11_000_000,), {})
+    err = refusal(submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload=big)]))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "over the limit of 10000000 bytes" in err.details()
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        small = ex.submit(double, 2)
+        exc = ex.submit(double, "y" * 11_000_000).exception(timeout=60)
+        assert small.result(timeout=60) == 4  # other tasks are not affected
+    assert isinstance(exc, RequestRefused) and exc.code == "RESOURCE_EXHAUSTED"
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "not a packed buffer",
+        "12\nnot base64!!",
+        pack_buffers(["zz\nwhatever"]),
+        pack_buffers(["00\n" + "gASVAAAA"]),  # data, not code
+        "99\n01\nabc",  # truncated
+    ],
+)
+def test_bytes_that_are_not_a_serialized_function(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, code: str
+) -> None:
+    err = refusal(
+        lambda: stub.RegisterFunction(pb.RegisterFunctionRequest(function_name="f", function_code=code))
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "function_code" in err.details()
+    still_serving(daemon)
+
+
+def test_well_framed_but_garbled_function_fails_only_its_task(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub
+) -> None:
+    garbled = pack_buffers(["01\n!!!! this is not dill !!!!"])
+    fid = stub.RegisterFunction(pb.RegisterFunctionRequest(function_name="g", function_code=garbled))
+    with Client(address=daemon.address) as c:
+        batch = c.create_batch()
+        batch.add(fid.function_id, "local", args=(1,))
+        (task_id,) = c.batch_run(batch)
+        with Executor(endpoint_id="local", address=daemon.address) as ex:
+            (fut,) = ex.reload_tasks(batch.task_group_id)
+            exc = fut.exception(timeout=60)
+    assert isinstance(exc, TaskExecutionFailed)
+    assert fut.task_id == task_id
+    still_serving(daemon)
+
+
+def test_malformed_requests(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+    err = refusal(submit(stub, function_id, tasks=[]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = refusal(submit(stub, function_id, task_group_id="12"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = refusal(submit(stub, "no-such-function"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = refusal(
+        submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload="3\n00\n")])
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expected 2" in err.details()
+    # bytes that are not a protobuf message at all
+    channel = grpc.insecure_channel(daemon.address)
+    raw = channel.unary_unary("/fxgate.v1.Gateway/Submit")
+    err = refusal(lambda: raw(b"\xff\xff\xff\xff garbage"))
+    assert err.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    err = refusal(lambda: channel.unary_unary("/fxgate.v1.Gateway/NoSuchMethod")(b""))
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    still_serving(daemon)
+
+
+def test_retried_submit_with_same_id_is_accepted_once(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
+) -> None:
+    submit_id = str(uuid.uuid4())
+    group = str(uuid.uuid4())
+    first = submit(stub, function_id, submit_id=submit_id, task_group_id=group)()
+    second = submit(stub, function_id, submit_id=submit_id, task_group_id=group)()
+    assert list(first.task_ids) == list(second.task_ids)  # type: ignore[attr-defined]
+    assert len(client.get_task_group(group)["tasks"]) == 1

@@ -1,0 +1,166 @@
+"""Every example of examples/ run as a script, in its own process, against a real daemon.
+
+The examples are the funcX guide's snippets with only their imports, endpoint
+id and defects changed (examples/README.md), so these tests check that a
+funcX script moves over to fxgate as promised, output and all.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.daemon import DaemonProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+GUIDE_EXAMPLES = {
+    "funcxexecutor_basic_example.py",
+    "funcxexecutor_collatz.py",
+    "funcxexecutor_status.py",
+    "funcxexecutor_handle_result_exceptions.py",
+    "funcxexecutor_results_as_arrived.py",
+    "funcxexecutor_reload_tasks.py",
+    "funcxclient_submit_batch.py",
+    "funcxexecutor_reload_batch.py",
+}
+
+
+def run_example(
+    daemon: DaemonProcess,
+    name: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run examples/<name> as `python examples/<name> args...`, as a user would."""
+    return subprocess.run(
+        [sys.executable, f"examples/{name}", *args],
+        # Unbuffered, so a script that dies by SIGKILL still has its output in the pipe.
+        env=daemon.env | {"PYTHONUNBUFFERED": "1"} | (env or {}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def lines_of(proc: subprocess.CompletedProcess[str], daemon: DaemonProcess, rc: int = 0) -> list[str]:
+    """The stdout lines of a run that exited with rc and wrote nothing to stderr."""
+    report = f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
+    assert proc.returncode == rc, report + f"daemon log:\n{daemon.log()}"
+    assert proc.stderr == "", report
+    return proc.stdout.splitlines()
+
+
+def collatz(n: int) -> list[int]:
+    seq = [n]
+    while n != 1:
+        n = 3 * n + 1 if n % 2 else n // 2
+        seq.append(n)
+    return seq
+
+
+def test_every_guide_example_has_a_file_with_a_docstring() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.py")} == GUIDE_EXAMPLES
+    for name in GUIDE_EXAMPLES:
+        tree = ast.parse((EXAMPLES / name).read_text())
+        assert ast.get_docstring(tree), f"{name} has no docstring"
+        assert name in (EXAMPLES / "README.md").read_text()
+
+
+def test_basic_example(daemon: DaemonProcess) -> None:
+    proc = run_example(daemon, "funcxexecutor_basic_example.py")
+    assert lines_of(proc, daemon) == ["14"]
+
+
+def test_collatz(daemon: DaemonProcess) -> None:
+    out = lines_of(run_example(daemon, "funcxexecutor_collatz.py"), daemon)
+    assert out[:2] == [
+        "Tasks all submitted; waiting for results",
+        "All sequences generated (from 1 to 100)",
+    ]
+    sequences = [ast.literal_eval(line) for line in out[2:]]
+    assert len(sequences) == 100
+    assert sequences[0] == [1]
+    assert all(seq[-1] == 1 for seq in sequences)
+    # Submission order, and the very sequences: no "disproof candidates" line either.
+    assert sequences == [collatz(n) for n in range(1, 101)]
+
+
+def test_status(daemon: DaemonProcess) -> None:
+    # done() is asked right after submit(), in the thread holding the GIL; the
+    # result needs two RPCs and a worker run first, so it cannot be there yet.
+    # The script still exits 0: leaving the `with` waited for the task.
+    proc = run_example(daemon, "funcxexecutor_status.py")
+    assert lines_of(proc, daemon) == ["Status:  False"]
+
+
+def test_handle_result_exceptions(daemon: DaemonProcess) -> None:
+    proc = run_example(daemon, "funcxexecutor_handle_result_exceptions.py")
+    assert lines_of(proc, daemon) == [
+        "Oh no!  The task raised an exception: Sequence not terminated in 100 steps"
+    ]
+
+
+def test_results_as_arrived(daemon: DaemonProcess) -> None:
+    # Ten sleeps of up to 10..19 s on the fixture's two workers: about 40 s.
+    proc = run_example(daemon, "funcxexecutor_results_as_arrived.py", timeout=240)
+    out = lines_of(proc, daemon)
+    assert out[0] == "Results: " + str([f"{i} -> {i * 2}" for i in range(10)])
+    received = out[1:]
+    assert len(received) == 10
+    # In the order they finished, which is any order: compare as sets.
+    assert sorted(received) == [f"Received: {i} -> {i * 2}" for i in range(10, 20)]
+
+
+def test_reload_tasks_after_sigkill(daemon: DaemonProcess) -> None:
+    script = "examples/funcxexecutor_reload_tasks.py"
+    first = run_example(daemon, "funcxexecutor_reload_tasks.py")
+    out = lines_of(first, daemon, rc=-9)  # it SIGKILLs itself
+    match = re.fullmatch(
+        "New session; creating funcX tasks; if this script dies, rehydrate"
+        f" futures with this Task Group ID: ({UUID})",
+        out[0],
+    )
+    assert match, out
+    group_id = match[1]
+    # Zero or more progress lines (the guide polls once a second), the last saying 5.
+    progress = [line for line in out[1:] if line.startswith("Tasks submitted upstream: ")]
+    assert progress == out[1 : 1 + len(progress)]
+    assert not progress or progress[-1] == "Tasks submitted upstream: 5"
+    assert out[1 + len(progress) :] == [
+        "Simulating unexpected process death!  Now reload the session",
+        "by rerunning this script with the task_group_id:",
+        "",
+        f"  {sys.executable} {script} {group_id}",
+        "",
+    ]
+
+    second = run_example(daemon, "funcxexecutor_reload_tasks.py", group_id)
+    assert lines_of(second, daemon) == [
+        f"Reloading tasks from Task Group ID: {group_id}",
+        "Results:",
+        *(f"  your funcx logic result, from task: {n}" for n in range(1, 6)),
+    ]
+
+
+def test_submit_batch_then_reload_batch(daemon: DaemonProcess) -> None:
+    # The submitting script reads EXPENSIVE_TASK_SECONDS (the function carries
+    # it to the worker): 0 instead of the guide's 24 hours.
+    submit = run_example(
+        daemon, "funcxclient_submit_batch.py", env={"EXPENSIVE_TASK_SECONDS": "0"}
+    )
+    out = lines_of(submit, daemon)
+    assert len(out) == 1, out
+    match = re.fullmatch(f"Task Group ID for later reloading: ({UUID})", out[0])
+    assert match, out
+    group_id = match[1]
+
+    reload = run_example(daemon, "funcxexecutor_reload_batch.py", group_id)
+    assert lines_of(reload, daemon) == ["Received: All done!"] * 10
