@@ -31,6 +31,7 @@ class GlobusSettings:
     token_file: str = ""
     client_id: str = ""
     client_secret: str = ""
+    auth_url: str = ""  # Globus Auth token endpoint; empty: the production one
     batch_size: int = 500
     batch_interval_ms: int = 20
     # Falls back to HTTP polling when the broker is unreachable this long.
@@ -38,6 +39,12 @@ class GlobusSettings:
     poll_interval_s: float = 5.0
     prefetch: int = 1000
     http_timeout_s: float = 30.0
+    http_attempts: int = 5
+
+    @property
+    def configured(self) -> bool:
+        """The Globus upstream runs when credentials are configured."""
+        return bool(self.token or self.token_file or self.client_id)
 
 
 @dataclass

@@ -93,9 +93,13 @@ class Gateway:
         self.hub.close()
 
     # ---------------------------------------------------------- results
-    def complete(self, completions: Sequence[Completion]) -> Future[list[TaskEvent]]:
-        """Commit finished tasks, then publish what changed to the watchers."""
-        out: Future[list[TaskEvent]] = Future()
+    def complete(self, completions: Sequence[Completion]) -> Future[list[Completion]]:
+        """Commit finished tasks, then publish what changed to the watchers.
+
+        The future resolves after the commit, to the completions that named no
+        stored task (the upstream decides whether to keep them).
+        """
+        out: Future[list[Completion]] = Future()
 
         def committed(fut: Future[tuple[list[TaskEvent], list[Completion]]]) -> None:
             try:
@@ -104,10 +108,8 @@ class Gateway:
                 log.error("could not store %d results: %s", len(completions), exc)
                 out.set_exception(exc)
                 return
-            for c in unknown:
-                log.warning("result for unknown task %s ignored", c.task_id or c.upstream_task_id)
             self.hub.publish(events)
-            out.set_result(events)
+            out.set_result(unknown)
 
         self.store.complete(completions).add_done_callback(committed)
         return out

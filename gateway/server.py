@@ -55,8 +55,13 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return lock
 
 
-def build_upstreams(settings: Settings) -> dict[str, Upstream]:
+def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
+    """The local upstream always; the Globus one when credentials are configured."""
     upstreams: dict[str, Upstream] = {"local": LocalUpstream(settings.local_workers)}
+    if settings.globus.configured:
+        from gateway.upstreams.globus_upstream import GlobusUpstream
+
+        upstreams["globus"] = GlobusUpstream(settings.globus, store)
     return upstreams
 
 
@@ -74,7 +79,8 @@ class Daemon:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = _lock_state_dir(s.state_dir)
-        self.gateway = Gateway(s, Store(s.resolved_db), build_upstreams(s))
+        store = Store(s.resolved_db)
+        self.gateway = Gateway(s, store, build_upstreams(s, store))
         self.gateway.start()
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=s.grpc_threads, thread_name_prefix="grpc"),

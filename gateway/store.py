@@ -431,12 +431,14 @@ class Store:
 
         return self.write(op)
 
-    def quarantine(self, source: str, reason: str, body: bytes) -> Future[None]:
+    def quarantine(self, rows: Sequence[tuple[str, str, bytes]]) -> Future[None]:
+        """Keep unusable broker messages: (source queue, reason, raw body)."""
+        now = time.time()
+
         def op(conn: Connection) -> None:
             conn.execute(
-                insert(QuarantinedMessage).values(
-                    source=source, reason=reason, body=body, received_at=time.time()
-                )
+                insert(QuarantinedMessage),
+                [{"source": s, "reason": r, "body": b, "received_at": now} for s, r, b in rows],
             )
 
         return self.write(op)

@@ -50,7 +50,9 @@ def run_example(
     )
 
 
-def lines_of(proc: subprocess.CompletedProcess[str], daemon: DaemonProcess, rc: int = 0) -> list[str]:
+def lines_of(
+    proc: subprocess.CompletedProcess[str], daemon: DaemonProcess, rc: int = 0
+) -> list[str]:
     """The stdout lines of a run that exited with rc and wrote nothing to stderr."""
     report = f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\n"
     assert proc.returncode == rc, report + f"daemon log:\n{daemon.log()}"
@@ -153,9 +155,7 @@ def test_reload_tasks_after_sigkill(daemon: DaemonProcess) -> None:
 def test_submit_batch_then_reload_batch(daemon: DaemonProcess) -> None:
     # The submitting script reads EXPENSIVE_TASK_SECONDS (the function carries
     # it to the worker): 0 instead of the guide's 24 hours.
-    submit = run_example(
-        daemon, "funcxclient_submit_batch.py", env={"EXPENSIVE_TASK_SECONDS": "0"}
-    )
+    submit = run_example(daemon, "funcxclient_submit_batch.py", env={"EXPENSIVE_TASK_SECONDS": "0"})
     out = lines_of(submit, daemon)
     assert len(out) == 1, out
     match = re.fullmatch(f"Task Group ID for later reloading: ({UUID})", out[0])

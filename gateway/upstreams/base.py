@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
-from gateway.store import Completion, PendingTask, TaskEvent
+from gateway.store import Completion, PendingTask
 
 # Called by an upstream with finished tasks; the future resolves once they are
-# committed (an upstream that must acknowledge results waits for it).
-ResultSink = Callable[[Sequence[Completion]], Future[list[TaskEvent]]]
+# committed (an upstream that must acknowledge results waits for it), to the
+# completions that named no stored task.
+ResultSink = Callable[[Sequence[Completion]], Future[list[Completion]]]
 # Called by an upstream to look up function code by id: (name, code).
 FunctionSource = Callable[[str], tuple[str, str]]
 

@@ -1,0 +1,212 @@
+"""A client of the Globus Compute web service (HTTP/JSON with requests).
+
+Only the routes the daemon needs: register a function, submit a v3 batch,
+fetch the AMQP result credentials, and read task status (the fallback when
+the broker cannot be reached). Transient failures (connection errors, 429,
+5xx) are retried with backoff that honours Retry-After; a 4xx is final and
+carries the service's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from gateway import __version__
+from gateway.config import GlobusSettings
+from gateway.errors import ConfigError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+AUTH_TOKEN_URL = "https://auth.globus.org/v2/oauth2/token"
+COMPUTE_SCOPE = "https://auth.globus.org/scopes/facd7ccc-c5f4-42aa-916b-a0e270e2c2a9/all"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    task_group_id: str
+    tasks: dict[str, list[str]]  # function id -> task ids, in the order submitted
+
+
+class TokenSource:
+    """A bearer token: given, read from a file, or got with the client-credentials grant."""
+
+    def __init__(self, settings: GlobusSettings, session: requests.Session) -> None:
+        self._s = settings
+        self._session = session
+        self._token = ""
+        self._expires = 0.0
+        self._lock = threading.Lock()
+        if not (settings.token or settings.token_file or settings.client_id):
+            raise ConfigError(
+                "the Globus upstream needs a token: set FXGATE_GLOBUS_TOKEN, "
+                "FXGATE_GLOBUS_TOKEN_FILE, or FXGATE_GLOBUS_CLIENT_ID and _CLIENT_SECRET"
+            )
+
+    def header(self) -> str:
+        if self._s.token:
+            return f"Bearer {self._s.token}"
+        if self._s.token_file:
+            return f"Bearer {Path(self._s.token_file).read_text().strip()}"
+        with self._lock:
+            if time.time() > self._expires - 60:
+                self._refresh()
+            return f"Bearer {self._token}"
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._expires = 0.0
+
+    def _refresh(self) -> None:
+        response = self._session.post(
+            self._s.auth_url or AUTH_TOKEN_URL,
+            data={"grant_type": "client_credentials", "scope": COMPUTE_SCOPE},
+            auth=(self._s.client_id, self._s.client_secret),
+            timeout=self._s.http_timeout_s,
+        )
+        if response.status_code != 200:
+            raise UpstreamError(
+                f"Globus Auth refused the client credentials: HTTP {response.status_code} "
+                f"{response.text[:200]}",
+                retryable=response.status_code in RETRY_STATUSES,
+            )
+        body = response.json()
+        self._token = body["access_token"]
+        self._expires = time.time() + float(body.get("expires_in", 3600))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason
+    if isinstance(body, dict):
+        for key in ("message", "reason", "detail", "error"):
+            if body.get(key):
+                code = body.get("code")
+                return f"{code}: {body[key]}" if code else str(body[key])
+    return str(body)[:500]
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamError) and exc.retryable
+
+
+def _wait(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, or the service's Retry-After when it gave one."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, UpstreamError) and exc.retry_after is not None:
+        return exc.retry_after
+    return float(wait_exponential_jitter(initial=0.25, max=10)(state))
+
+
+class WebService:
+    """The routes of the Globus Compute web service that fxgate uses."""
+
+    def __init__(self, settings: GlobusSettings) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"fxgate/{__version__}"
+        self.tokens = TokenSource(settings, self.session)
+        self._retrying = retry(
+            retry=retry_if_exception(_is_retryable),
+            wait=_wait,
+            stop=stop_after_attempt(settings.http_attempts),
+            reraise=True,
+        )
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        return self._retrying(self._once)(method, path, body)
+
+    def _once(self, method: str, path: str, body: Any) -> Any:
+        try:
+            response = self.session.request(
+                method,
+                f"{self.base_url}{path}",
+                json=body,
+                headers={"Authorization": self.tokens.header()},
+                timeout=self.settings.http_timeout_s,
+            )
+        except requests.RequestException as exc:
+            raise UpstreamError(f"{method} {path}: {exc}", retryable=True) from None
+        if response.status_code == 401:
+            self.tokens.invalidate()
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"{method} {path}: HTTP {response.status_code}: {_message(response)}",
+                retryable=response.status_code in RETRY_STATUSES,
+                retry_after=_retry_after(response),
+            )
+        return response.json()
+
+    def register_function(self, name: str, code: str) -> str:
+        body = {
+            "function_name": name,
+            "function_code": code,
+            "meta": {
+                "python_version": platform.python_version(),
+                "sdk_version": f"fxgate-{__version__}",
+                "serde_identifier": code.split("\n", 2)[1][:2] if "\n" in code else "01",
+            },
+        }
+        return str(self._request("POST", "/v3/functions", body)["function_uuid"])
+
+    def submit(
+        self,
+        endpoint_id: str,
+        task_group_id: str | None,
+        tasks: dict[str, list[str]],
+        result_serializers: list[str],
+    ) -> SubmitResult:
+        body: dict[str, Any] = {
+            "tasks": tasks,
+            "create_queue": True,
+            "user_runtime": {
+                "globus_compute_sdk_version": f"fxgate-{__version__}",
+                "python_version": sys.version,
+                "python": {"version": platform.python_version()},
+            },
+        }
+        if task_group_id:
+            body["task_group_id"] = task_group_id
+        if result_serializers:
+            body["result_serializers"] = result_serializers
+        reply = self._request("POST", f"/v3/endpoints/{endpoint_id}/submit", body)
+        return SubmitResult(
+            str(reply["task_group_id"]), {k: list(v) for k, v in reply["tasks"].items()}
+        )
+
+    def amqp_url(self) -> tuple[str, str]:
+        """(connection_url, queue_prefix); fresh credentials on every call."""
+        reply = self._request("GET", "/v2/get_amqp_result_connection_url")
+        return str(reply["connection_url"]), str(reply["queue_prefix"])
+
+    def batch_status(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        reply = self._request("POST", "/v2/batch_status", {"task_ids": task_ids})
+        results = reply.get("results", {})
+        return results if isinstance(results, dict) else {}

@@ -1,0 +1,265 @@
+"""The Globus Compute upstream: batched HTTP submits out, streamed results back.
+
+Accepted tasks wait in memory (they are durable in the store already) and go
+out in v3 batches bound by size and time. While the web service is
+unreachable or throttling, tasks stay accepted and go out when it answers; a
+4xx fails exactly the tasks of that batch with the service's message. Results
+come back over the one broker connection (results.py); when the broker has
+been unreachable for `broker_fallback_s`, task status is polled over HTTP
+until streaming works again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from gateway.config import GlobusSettings
+from gateway.errors import UpstreamError
+from gateway.models import TaskState
+from gateway.store import Completion, PendingTask, Store
+from gateway.upstreams.base import FunctionSource, ResultSink
+from gateway.upstreams.globus import WebService
+from gateway.upstreams.results import ResultStream
+
+log = logging.getLogger(__name__)
+
+STATUS_CHUNK = 128
+
+
+class GlobusUpstream:
+    """Submits to the Globus Compute web service; streams results from its broker."""
+
+    name = "globus"
+
+    def __init__(self, settings: GlobusSettings, store: Store, web: WebService | None = None):
+        self.settings = settings
+        self.store = store
+        self.web = web or WebService(settings)
+        self.upstream_key = f"globus:{self.web.base_url}"
+        self._queue: deque[PendingTask] = deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._running = False
+        self._fn_ids: dict[str, str] = {}
+        self._group_ids: dict[str, str] = {}
+        self._sink: ResultSink | None = None
+        self._functions: FunctionSource | None = None
+        self.results: ResultStream | None = None
+        self._threads: list[threading.Thread] = []
+        self.submitted = 0
+
+    # ----------------------------------------------------------- contract
+    def start(self, sink: ResultSink, functions: FunctionSource) -> None:
+        self._sink, self._functions = sink, functions
+        self.results = ResultStream(
+            self.web.amqp_url,
+            sink,
+            self.store.quarantine,
+            prefetch=self.settings.prefetch,
+            submits_in_flight=lambda: self._in_flight > 0,
+        )
+        for group in self.store.groups_with_upstream_ids(self.name):
+            if group.upstream_group_id:
+                self._group_ids[group.id] = group.upstream_group_id
+                self.results.watch(group.upstream_group_id)
+        self._running = True
+        self.results.start()
+        for target, name in (
+            (self._submit_loop, "globus-submit"),
+            (self._poll_loop, "globus-poll"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("Globus upstream: %s", self.web.base_url)
+
+    def enqueue(self, tasks: Sequence[PendingTask]) -> None:
+        fresh = [t for t in tasks if t.state == TaskState.ACCEPTED]
+        if fresh:
+            with self._cond:
+                self._queue.extend(fresh)
+                self._cond.notify()
+
+    def cancel(self, task_ids: Sequence[str]) -> set[str]:
+        wanted = set(task_ids)
+        with self._cond:
+            gone = {t.task_id for t in self._queue if t.task_id in wanted}
+            if gone:
+                self._queue = deque(t for t in self._queue if t.task_id not in gone)
+        return gone
+
+    def stop(self) -> None:
+        self._running = False
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        if self.results is not None:
+            self.results.stop()
+
+    # ------------------------------------------------------------ submit
+    def _take(self) -> list[PendingTask]:
+        """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait."""
+        with self._cond:
+            while self._running and not self._queue:
+                self._cond.wait(1.0)
+            if not self._running:
+                return []
+            if len(self._queue) < self.settings.batch_size:
+                self._cond.wait(self.settings.batch_interval_ms / 1000)
+            first = self._queue[0]
+            key = (first.group_id, first.endpoint_id, first.result_serializers)
+            batch: list[PendingTask] = []
+            rest: deque[PendingTask] = deque()
+            while self._queue:
+                t = self._queue.popleft()
+                same = (t.group_id, t.endpoint_id, t.result_serializers) == key
+                if same and len(batch) < self.settings.batch_size:
+                    batch.append(t)
+                else:
+                    rest.append(t)
+                    if len(batch) >= self.settings.batch_size:
+                        break
+            rest.extend(self._queue)
+            self._queue = rest
+            self._in_flight += 1
+            return batch
+
+    def _submit_loop(self) -> None:
+        delay = 0.5
+        while self._running:
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                self._submit(batch)
+                delay = 0.5
+            except UpstreamError as exc:
+                if exc.retryable:
+                    wait = exc.retry_after if exc.retry_after is not None else delay
+                    log.warning("submit of %d tasks deferred %.1f s: %s", len(batch), wait, exc)
+                    with self._cond:
+                        self._queue.extendleft(reversed(batch))
+                    time.sleep(wait)
+                    delay = min(delay * 2, 30.0)
+                else:
+                    log.error("web service refused %d tasks: %s", len(batch), exc)
+                    self._fail(batch, str(exc))
+            except Exception as exc:  # noqa: BLE001 - keep the submitter alive
+                log.exception("submit of %d tasks failed unexpectedly", len(batch))
+                self._fail(batch, f"fxgate could not submit this task: {exc}")
+            finally:
+                with self._cond:
+                    self._in_flight -= 1
+
+    def _upstream_function(self, function_id: str) -> str:
+        found = self._fn_ids.get(function_id) or self.store.registration(
+            function_id, self.upstream_key
+        )
+        if found is None:
+            assert self._functions is not None
+            name, code = self._functions(function_id)
+            found = self.web.register_function(name, code)
+            self.store.save_registration(function_id, self.upstream_key, found).result()
+        self._fn_ids[function_id] = found
+        return found
+
+    def _submit(self, batch: list[PendingTask]) -> None:
+        first = batch[0]
+        by_function: dict[str, list[PendingTask]] = {}
+        for t in batch:
+            by_function.setdefault(self._upstream_function(t.function_id), []).append(t)
+        upstream_group = self._group_ids.get(first.group_id)
+        if upstream_group is None:
+            group = self.store.group(first.group_id)
+            upstream_group = group.upstream_group_id if group else None
+        reply = self.web.submit(
+            first.endpoint_id,
+            upstream_group,
+            {fid: [t.payload for t in ts] for fid, ts in by_function.items()},
+            list(first.result_serializers),
+        )
+        if upstream_group is None:
+            self.store.set_upstream_group(first.group_id, reply.task_group_id).result()
+            self._group_ids[first.group_id] = reply.task_group_id
+        assert self.results is not None
+        self.results.watch(self._group_ids[first.group_id])
+        mapping: dict[str, str] = {}
+        ignored: list[PendingTask] = []
+        for fid, ts in by_function.items():
+            ids = reply.tasks.get(fid, [])
+            if len(ids) != len(ts):
+                ignored.extend(ts)
+                continue
+            mapping.update((t.task_id, up) for t, up in zip(ts, ids, strict=True))
+        self.store.mark_submitted(mapping).result()
+        self.submitted += len(mapping)
+        if ignored:
+            self._fail(ignored, "the web service did not return a task id for this task")
+
+    def _fail(self, tasks: list[PendingTask], message: str) -> None:
+        assert self._sink is not None
+        self._sink(
+            [
+                Completion(
+                    TaskState.FAILED,
+                    message,
+                    task_id=t.task_id,
+                    error_code="UpstreamRejected",
+                    error_message=message,
+                )
+                for t in tasks
+            ]
+        )
+
+    # ---------------------------------------------------- polling fallback
+    def _poll_loop(self) -> None:
+        while self._running:
+            time.sleep(self.settings.poll_interval_s)
+            results = self.results
+            if results is None or results.down_since is None:
+                continue
+            if time.monotonic() - results.down_since < self.settings.broker_fallback_s:
+                continue
+            try:
+                polled = self.poll_once()
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                log.warning("status polling failed: %s", exc)
+                continue
+            if polled:
+                log.info("broker unreachable: %d results fetched over HTTP", polled)
+
+    def poll_once(self) -> int:
+        """Fetch finished tasks over HTTP; the count of results committed."""
+        submitted: list[str] = []
+        after = ""
+        while page := self.store.unfinished(self.name, after_id=after):
+            submitted += [t.upstream_task_id for t in page if t.upstream_task_id]
+            after = page[-1].task_id
+        found: list[Completion] = []
+        for i in range(0, len(submitted), STATUS_CHUNK):
+            docs = self.web.batch_status(submitted[i : i + STATUS_CHUNK])
+            for upstream_id, doc in docs.items():
+                status = str(doc.get("status", "")).lower()
+                if status not in ("success", "failed"):
+                    continue
+                completed = doc.get("completion_t")
+                found.append(
+                    Completion(
+                        TaskState.SUCCESS if status == "success" else TaskState.FAILED,
+                        str(doc.get("result") or doc.get("exception") or doc.get("reason") or ""),
+                        upstream_task_id=upstream_id,
+                        error_code="" if status == "success" else "RemoteExecutionError",
+                        error_message="" if status == "success" else "task failed",
+                        completed_at=float(completed) if completed else None,
+                    )
+                )
+        if found and self._sink is not None:
+            fut: Future[list[Completion]] = self._sink(found)
+            fut.result()
+        return len(found)

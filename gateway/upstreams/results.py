@@ -1,0 +1,326 @@
+"""The one AMQP(S) connection that streams every task group's result queue.
+
+This is the only module that imports pika. One consumer (on its own channel,
+so a missing queue closes only that channel) per task group with unfinished
+tasks. A message is acknowledged only after what it carried is committed: a
+result in the tasks table, anything unusable in the quarantine table. Acks of
+a batch go out as one multiple-ack per channel, and never on a channel of an
+earlier connection. The connection is rebuilt with backoff, with fresh
+credentials from the web service each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result
+
+from gateway.models import TaskState
+from gateway.store import Completion
+
+log = logging.getLogger(__name__)
+
+# A result message larger than this is kept in quarantine, not stored as a result.
+MAX_MESSAGE_BYTES = 12 * 1024 * 1024
+# How many commits a result for an unknown task waits for its submit answer.
+MAX_HOLDS = 50
+
+
+@dataclass
+class Delivery:
+    """One message as received, until it is committed and acknowledged."""
+
+    channel: Any
+    generation: int
+    tag: int
+    queue: str
+    body: bytes
+    timestamp: float | None
+    completion: Completion | None = None
+    problem: str = ""
+    retries: int = 0
+
+
+# Commits completions; resolves to the completions that named no known task.
+CompleteFn = Callable[[Sequence[Completion]], Future[list[Completion]]]
+# Keeps unusable messages: (source, reason, body) rows.
+QuarantineFn = Callable[[Sequence[tuple[str, str, bytes]]], Future[None]]
+
+
+def decode(body: bytes, timestamp: float | None) -> tuple[Completion | None, str]:
+    """A Completion from a Result message, or None and why it cannot be used."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        return None, f"message of {len(body)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
+    try:
+        message = messagepack.unpack(body)
+    except Exception as exc:  # noqa: BLE001 - any garbage is quarantined
+        return None, f"undecodable message: {type(exc).__name__}: {str(exc)[:300]}"
+    if not isinstance(message, Result):
+        return None, f"not a result message: {type(message).__name__}"
+    details = message.error_details
+    return (
+        Completion(
+            state=TaskState.FAILED if details is not None else TaskState.SUCCESS,
+            data=message.data,
+            upstream_task_id=str(message.task_id),
+            error_code=details.code if details is not None else "",
+            error_message=details.user_message if details is not None else "",
+            completed_at=timestamp,
+        ),
+        "",
+    )
+
+
+class ResultStream:
+    """Consumes result queues on one connection and commits before it acknowledges."""
+
+    def __init__(
+        self,
+        connect_info: Callable[[], tuple[str, str]],
+        complete: CompleteFn,
+        quarantine: QuarantineFn,
+        *,
+        prefetch: int = 1000,
+        submits_in_flight: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._connect_info = connect_info
+        self._complete = complete
+        self._quarantine = quarantine
+        self._prefetch = prefetch
+        self._submits_in_flight = submits_in_flight
+        self._lock = threading.Lock()
+        self._wanted: set[str] = set()
+        self._consumers: dict[str, Any] = {}  # group id -> channel
+        self._retry_at: dict[str, float] = {}  # group id -> when to try its queue again
+        self._inbox: list[Delivery] = []
+        self._held: list[Delivery] = []  # unknown task ids, waiting for a submit to commit
+        # Per channel: tags that must not be covered by a multiple-ack yet.
+        self._unsafe: dict[int, set[int]] = {}
+        self._conn: Any = None
+        self._prefix = ""
+        self._generation = 0
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.down_since: float | None = time.monotonic()
+        self.received = 0
+        self.quarantined = 0
+        self._thread = threading.Thread(target=self._run, name="amqp-results", daemon=True)
+
+    # ------------------------------------------------------------ control
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def watch(self, upstream_group_id: str) -> None:
+        """Consume this group's queue (idempotent; survives reconnects)."""
+        with self._lock:
+            self._wanted.add(upstream_group_id)
+
+    def unwatch(self, upstream_group_id: str) -> None:
+        with self._lock:
+            self._wanted.discard(upstream_group_id)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ---------------------------------------------------------- the loop
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                delay = 0.5
+                self._serve()
+            except Exception as exc:  # noqa: BLE001 - reconnect on anything
+                log.warning("result broker connection lost: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self._disconnect()
+            self._stop.wait(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+    def _connect(self) -> None:
+        url, self._prefix = self._connect_info()
+        params = pika.URLParameters(url)
+        params.heartbeat = params.heartbeat or 30
+        params.blocked_connection_timeout = 300
+        self._conn = pika.BlockingConnection(params)
+        self._generation += 1
+        with self._lock:
+            self._consumers.clear()
+            self._retry_at.clear()
+        self.down_since = None
+        self._connected.set()
+        log.info("result broker connected (%s)", params.host)
+
+    def _disconnect(self) -> None:
+        self._connected.clear()
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        conn, self._conn = self._conn, None
+        with self._lock:
+            self._consumers.clear()
+            # Unacknowledged messages are redelivered by the broker on the next
+            # connection; forget them here so no stale tag is ever acked.
+            self._inbox.clear()
+            self._held.clear()
+            self._unsafe.clear()
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is going away anyway
+                pass
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._sync_consumers()
+            self._conn.process_data_events(time_limit=0.02)
+            self._flush()
+
+    def _sync_consumers(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            wanted = set(self._wanted)
+            current = dict(self._consumers)
+        for gid in wanted - current.keys():
+            if self._retry_at.get(gid, 0) <= now:
+                self._consume(gid)
+        for gid in current.keys() - wanted:
+            channel = current[gid]
+            with self._lock:
+                self._consumers.pop(gid, None)
+            if channel.is_open:
+                channel.close()
+
+    def _consume(self, gid: str) -> None:
+        queue = f"{self._prefix}{gid}"
+        channel = self._conn.channel()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        generation = self._generation
+
+        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            ts = float(props.timestamp) if getattr(props, "timestamp", None) else None
+            self._inbox.append(Delivery(ch, generation, method.delivery_tag, queue, body, ts))
+
+        try:
+            channel.basic_consume(queue=queue, on_message_callback=on_message)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            log.info("result queue %s not available yet (%s); retrying", queue, exc.reply_text)
+            self._retry_at[gid] = time.monotonic() + 2.0
+            return
+        with self._lock:
+            self._consumers[gid] = channel
+
+    # ------------------------------------------------- commit, then ack
+    def _flush(self) -> None:
+        if not self._inbox and not self._held:
+            return
+        batch, self._inbox = self._inbox, []
+        if not self._submits_in_flight():
+            batch, self._held = self._held + batch, []
+        self.received += len(batch)
+        for d in batch:
+            if d.completion is None and not d.problem:
+                d.completion, d.problem = decode(d.body, d.timestamp)
+        good = [d for d in batch if d.completion is not None]
+        bad = [d for d in batch if d.completion is None]
+        if bad:
+            self._keep(bad)  # queued before the results: committed before them
+        done = self._complete([d.completion for d in good if d.completion is not None])
+        generation = self._generation
+
+        def committed(fut: Future[list[Completion]]) -> None:
+            try:
+                unknown = {c.upstream_task_id for c in fut.result()}
+            except Exception as exc:  # noqa: BLE001 - not acked: redelivered later
+                log.error(
+                    "could not commit %d results: %s; they stay in the broker", len(good), exc
+                )
+                return
+            self._call_in_loop(lambda: self._after_commit(good + bad, unknown, generation))
+
+        done.add_done_callback(committed)
+
+    def _keep(self, deliveries: list[Delivery]) -> Future[None]:
+        """Quarantine unusable messages; they are acked once that committed."""
+        for d in deliveries:
+            log.warning("quarantined a message from %s: %s", d.queue, d.problem)
+            self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
+        self.quarantined += len(deliveries)
+        return self._quarantine([(d.queue, d.problem, d.body) for d in deliveries])
+
+    def _after_commit(
+        self, deliveries: list[Delivery], unknown: set[str | None], generation: int
+    ) -> None:
+        """On the connection's thread: ack what is safe, hold or keep unknown results."""
+        if generation != self._generation:
+            return
+        orphans = [
+            d for d in deliveries if d.completion and d.completion.upstream_task_id in unknown
+        ]
+        safe = [d for d in deliveries if d not in orphans]
+        if orphans and self._submits_in_flight():
+            # The result may have overtaken the submit answer that names its task.
+            for d in orphans:
+                d.retries += 1
+                self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
+            self._held.extend(d for d in orphans if d.retries < MAX_HOLDS)
+            orphans = [d for d in orphans if d.retries >= MAX_HOLDS]
+        if orphans:
+            for d in orphans:
+                task = d.completion.upstream_task_id if d.completion else ""
+                d.completion, d.problem = None, f"result for unknown task {task}"
+            self._keep(orphans).add_done_callback(
+                lambda f: (
+                    self._call_in_loop(lambda: self._ack(orphans, generation))
+                    if f.exception() is None
+                    else log.error("could not quarantine messages: %s", f.exception())
+                )
+            )
+        self._ack(safe, generation)
+
+    def _ack(self, deliveries: list[Delivery], generation: int) -> None:
+        """One multiple-ack per channel, unless a lower tag there is not safe to ack yet."""
+        if generation != self._generation:
+            return
+        by_channel: dict[int, list[Delivery]] = {}
+        for d in deliveries:
+            if d.generation == generation:
+                by_channel.setdefault(id(d.channel), []).append(d)
+        for key, ds in by_channel.items():
+            channel = ds[0].channel
+            unsafe = self._unsafe.get(key, set())
+            unsafe.difference_update(d.tag for d in ds)
+            if not channel.is_open:
+                continue
+            top = max(d.tag for d in ds)
+            if any(t < top for t in unsafe):
+                for d in ds:
+                    channel.basic_ack(delivery_tag=d.tag)
+            else:
+                channel.basic_ack(delivery_tag=top, multiple=True)
+
+    def _call_in_loop(self, fn: Callable[[], None]) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.add_callback_threadsafe(fn)
+        except Exception:  # noqa: BLE001 - connection gone: the broker redelivers
+            pass
