@@ -54,6 +54,8 @@ class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
     address: str = ""
     db: str = ""
+    # How long a write waits for a database lock before it counts as unavailable.
+    db_busy_timeout_ms: int = 5000
     local_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_payload_bytes: int = 10 * 1000 * 1000
     retention_days: float = 14.0

@@ -79,7 +79,7 @@ class Daemon:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = _lock_state_dir(s.state_dir)
-        store = Store(s.resolved_db)
+        store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
         self.gateway = Gateway(s, store, build_upstreams(s, store))
         self.gateway.start()
         self.server = grpc.server(

@@ -55,6 +55,8 @@ WriteOp = Callable[[Connection], Any]
 
 TASKS = cast(Table, Task.__table__)
 GROUPS = TaskGroup.__table__
+# Attempts of a commit that met a locked or full database, before it fails.
+RETRIES_WHEN_BUSY = 3
 # SQLite allows 32766 bound parameters; stay far below it in IN (...) lists.
 CHUNK = 900
 
@@ -124,23 +126,26 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before Submit answers or a result is acked.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before Submit answers or a result is acked.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+    return on_connect
 
 
 class Store:
     """The daemon's durable state; every write goes through one writer thread."""
 
-    def __init__(self, url: str, *, max_batch: int = 5000) -> None:
+    def __init__(self, url: str, *, max_batch: int = 5000, busy_timeout_ms: int = 5000) -> None:
         self.url = url
         self.engine: Engine = create_engine(url, pool_size=8, max_overflow=32)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         self._queue: queue.SimpleQueue[tuple[WriteOp, Future[Any]] | None] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._seq = 0
@@ -201,22 +206,31 @@ class Store:
 
     def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any]]]) -> None:
         seq_before = self._seq
-        try:
-            with self.engine.begin() as conn:
-                results = [op(conn) for op, _ in batch]
-        except Exception as exc:  # noqa: BLE001 - isolate the op that failed
-            self._seq = seq_before
-            if len(batch) == 1:
-                batch[0][1].set_exception(self._translate(exc))
-                return
-            log.warning(
-                "a group commit of %d writes failed (%s); retrying one by one", len(batch), exc
-            )
-            for item in batch:
-                self._commit_batch([item])
-            return
+        for attempt in range(RETRIES_WHEN_BUSY + 1):
+            try:
+                with self.engine.begin() as conn:
+                    results = [op(conn) for op, _ in batch]
+                break
+            except OperationalError as exc:  # locked, busy, full: transient, maybe
+                self._seq = seq_before
+                if attempt == RETRIES_WHEN_BUSY:
+                    return self._fail_batch(batch, exc)
+                log.warning("database unavailable (%s); retrying the commit", exc.orig)
+                time.sleep(0.1 * 2**attempt)
+            except Exception as exc:  # noqa: BLE001 - isolate the op that failed
+                self._seq = seq_before
+                return self._fail_batch(batch, exc)
         for (_, fut), result in zip(batch, results, strict=True):
             fut.set_result(result)
+
+    def _fail_batch(self, batch: list[tuple[WriteOp, Future[Any]]], exc: Exception) -> None:
+        """Fail every write of a batch the database refused; isolate a write that raised."""
+        if len(batch) == 1 or isinstance(exc, OperationalError):
+            for _, fut in batch:
+                fut.set_exception(self._translate(exc))
+            return
+        for item in batch:
+            self._commit_batch([item])
 
     @staticmethod
     def _translate(exc: Exception) -> Exception:

@@ -172,3 +172,33 @@ def test_retried_submit_with_same_id_is_accepted_once(
     second = submit(stub, function_id, submit_id=submit_id, task_group_id=group)()
     assert list(first.task_ids) == list(second.task_ids)  # type: ignore[attr-defined]
     assert len(client.get_task_group(group)["tasks"]) == 1
+
+
+def test_locked_database_gives_unavailable_and_loses_nothing(tmp_path: object) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    d = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_DB_BUSY_TIMEOUT_MS": "50"})
+    d.start()
+    try:
+        stub = pb_grpc.GatewayStub(grpc.insecure_channel(d.address))
+        fid = stub.RegisterFunction(
+            pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
+        ).function_id
+        with Executor(endpoint_id="local", address=d.address) as ex:
+            before = ex.submit(double, 1)
+            assert before.result(timeout=60) == 2
+            blocker = sqlite3.connect(d.state_dir / "gateway.db", isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            err = refusal(submit(stub, fid))
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+            assert "database" in err.details() and "locked" in err.details()
+            during = ex.submit(double, 2)  # the client retries until the store is back
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            assert during.result(timeout=60) == 4
+        with Client(address=d.address) as c:
+            assert c.status()["tasks"] == {"SUCCESS": 2}
+    finally:
+        assert d.stop() == 0

@@ -9,6 +9,7 @@ one at a time for slow ones (so no task waits behind another on a busy worker).
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -72,6 +74,7 @@ class LocalUpstream:
         self._sink: ResultSink | None = None
         self._functions: FunctionSource | None = None
         self._code_cache: dict[str, str] = {}
+        self._unstored: list[Completion] = []
 
     # ----------------------------------------------------------- contract
     def start(self, sink: ResultSink, functions: FunctionSource) -> None:
@@ -159,9 +162,18 @@ class LocalUpstream:
                 if not self._drain(worker, done):
                     dead.add(id(worker))
                     done.extend(self._replace(worker))
+            with self._lock:
+                done, self._unstored = self._unstored + done, []
             if done and self._sink is not None:
-                self._sink(done)
+                self._sink(done).add_done_callback(functools.partial(self._stored, done))
             self._dispatch()
+
+    def _stored(self, done: list[Completion], fut: Future[list[Completion]]) -> None:
+        """Results the store could not take (locked, full) are offered again."""
+        if fut.exception() is not None:
+            with self._lock:
+                self._unstored.extend(done)
+            self._wake()
 
     def _drain(self, worker: _Worker, done: list[Completion]) -> bool:
         """Read every outcome waiting; False when the worker is gone."""
