@@ -25,6 +25,7 @@ from client.watcher import GroupWatcher
 
 log = logging.getLogger(__name__)
 
+SUBMITTERS = 3
 # Bytes of payload per Submit call (the daemon accepts 64 MB messages).
 BATCH_BYTES = 16 * 1024 * 1024
 # Keyword arguments of the SDK's Executor that have no meaning here.
@@ -87,10 +88,14 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._shutdown = False
-        self._submitter = threading.Thread(
-            target=self._submit_loop, name="fxgate-submit", daemon=True
-        )
-        self._submitter.start()
+        # A few submitter threads keep several Submit calls in flight, so the
+        # daemon's group commit overlaps with this process building the next batch.
+        self._submitters = [
+            threading.Thread(target=self._submit_loop, name=f"fxgate-submit-{n}", daemon=True)
+            for n in range(SUBMITTERS)
+        ]
+        for thread in self._submitters:
+            thread.start()
 
     @property
     def address(self) -> str:
@@ -253,9 +258,11 @@ class Executor(concurrent.futures.Executor):
             self._shutdown = True
             if cancel_futures:
                 self._cancel_queued()
-            self._queue.put(None)
+            for _ in self._submitters:
+                self._queue.put(None)
         if wait:
-            self._submitter.join()
+            for thread in self._submitters:
+                thread.join()
         with self._lock:
             watchers = list(self._watchers.values())
         if wait:

@@ -7,6 +7,7 @@ dies the daemon knows exactly which task it was running.
 
 from __future__ import annotations
 
+import signal
 from multiprocessing.connection import Connection
 
 from gateway.execution import execute
@@ -18,7 +19,14 @@ Done = tuple[str, str, str, str, str]
 
 
 def worker_main(conn: Connection) -> None:
-    """Loop until the parent sends None or goes away."""
+    """Loop until the parent sends None or goes away.
+
+    Stop signals meant for the daemon (systemd's whole-group SIGTERM, a
+    terminal's Ctrl-C) are ignored: the daemon decides when a worker ends, so
+    a running task is re-run after a restart instead of failing.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     functions: dict[str, str] = {}
     while True:
         try:

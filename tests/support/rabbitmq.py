@@ -114,10 +114,10 @@ class _RunAs:
         for path in [root, *root.rglob("*")]:
             os.chown(path, self.uid, self.gid)
 
-    def popen_kwargs(self) -> dict[str, object]:
-        if self.uid is None:
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+    @property
+    def extra_groups(self) -> list[int] | None:
+        """Drop root's supplementary groups when switching user; None: no change."""
+        return None if self.uid is None else []
 
 
 class RabbitNode:
@@ -199,7 +199,7 @@ class RabbitNode:
         self.pid_file.unlink(missing_ok=True)  # a stale pid would fool `wait`
         began = time.monotonic()
         with open(self.data_dir / "server.out", "ab") as out:
-            self._proc = subprocess.Popen(  # type: ignore[call-overload]
+            self._proc = subprocess.Popen(
                 [str(self.sbin / "rabbitmq-server")],
                 env=self._env(),
                 cwd=self.data_dir,
@@ -207,7 +207,9 @@ class RabbitNode:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **self._run_as.popen_kwargs(),
+                user=self._run_as.uid,
+                group=self._run_as.gid,
+                extra_groups=self._run_as.extra_groups,
             )
         try:
             self.ctl("wait", str(self.pid_file), "--timeout", str(int(self.start_timeout)))
@@ -240,6 +242,13 @@ class RabbitNode:
             _signal_group(self._proc.pid, signal.SIGKILL)
             self._proc.wait(timeout=30)
         self._reap()
+
+    def ensure_running(self) -> None:
+        """Undo a test's faults: start the VM if it is down, the app if it is stopped."""
+        if not self.is_running():
+            self.start()
+        elif self.ctl("eval", "rabbit:is_running().").strip() != "true":
+            self.start_app()
 
     def close(self) -> None:
         """Stop the node, its private epmd and delete its data; idempotent."""
@@ -291,7 +300,7 @@ class RabbitNode:
     def ctl(self, *args: str, timeout: float = 120) -> str:
         """Run `rabbitmqctl -q -n NODE ARGS...` as the broker's user; return stdout."""
         try:
-            proc = subprocess.run(  # type: ignore[call-overload]
+            proc = subprocess.run(
                 [str(self.sbin / "rabbitmqctl"), "-q", "-n", self.nodename, *args],
                 env=self._env(),
                 cwd=self.data_dir,
@@ -299,7 +308,9 @@ class RabbitNode:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                **self._run_as.popen_kwargs(),
+                user=self._run_as.uid,
+                group=self._run_as.gid,
+                extra_groups=self._run_as.extra_groups,
             )
         except subprocess.TimeoutExpired as exc:
             raise RabbitCtlError(f"rabbitmqctl {' '.join(args)} timed out after {timeout}s") from exc
@@ -308,7 +319,7 @@ class RabbitNode:
                 f"rabbitmqctl {' '.join(args)} failed ({proc.returncode}):\n"
                 f"{proc.stdout}\n{proc.stderr}"
             )
-        return str(proc.stdout)
+        return proc.stdout
 
     def diagnostics(self, max_chars: int = 4000) -> str:
         """Tail of the server's console output and log file, for error messages."""
@@ -334,13 +345,15 @@ class RabbitNode:
         epmd = shutil.which("epmd")
         if epmd is None:
             return
-        subprocess.run(  # type: ignore[call-overload]
+        subprocess.run(
             [epmd, "-port", str(self.epmd_port), "-kill"],
             env=self._env(),
             capture_output=True,
             timeout=30,
             check=False,
-            **self._run_as.popen_kwargs(),
+            user=self._run_as.uid,
+            group=self._run_as.gid,
+            extra_groups=self._run_as.extra_groups,
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,56 @@
+# fxgate: the resident Globus Compute result gateway, in a container.
+#
+#   docker build -t fxgate .
+#   docker run -d --name fxgate -v fxgate-state:/var/lib/fxgate \
+#       --env-file /etc/fxgate/env fxgate
+#
+# The daemon serves a unix socket only: /var/lib/fxgate/gateway.sock in the
+# volume, mode 0600. Client containers mount the same volume, run as the same
+# uid (10001), and set FXGATE_STATE_DIR=/var/lib/fxgate, e.g.
+#   docker run --rm -u 10001 -v fxgate-state:/var/lib/fxgate \
+#       -e FXGATE_STATE_DIR=/var/lib/fxgate my-client python script.py
+# Globus credentials come from the environment (FXGATE_GLOBUS_TOKEN, or
+# FXGATE_GLOBUS_CLIENT_ID and FXGATE_GLOBUS_CLIENT_SECRET), never the image.
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# A fixed uid, so client containers and bind-mount owners can match it. The
+# state dir is made (and owned) before VOLUME: a new named volume starts as a
+# copy of it, ownership and mode included.
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fxgate \
+        --no-create-home --shell /usr/sbin/nologin fxgate \
+    && install -d -o fxgate -g fxgate -m 0700 /var/lib/fxgate
+
+# Only what the package needs, installed with the pinned versions.
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY client ./client
+COPY gateway ./gateway
+RUN pip install -c constraints.txt . \
+    && cd / && rm -rf /src
+
+WORKDIR /var/lib/fxgate
+USER fxgate
+ENV FXGATE_STATE_DIR=/var/lib/fxgate
+VOLUME ["/var/lib/fxgate"]
+
+# SIGTERM: the daemon stops accepting calls, lets running ones finish, commits
+# what is queued and exits 0. `docker stop` waits 10 s by default before it
+# sends SIGKILL; give it more (`docker stop -t 60`, or `stop_grace_period: 60s`
+# in compose) so a drain that has to stop busy workers can complete.
+STOPSIGNAL SIGTERM
+
+# `fxgate status` asks the running daemon over its socket and exits 1 if it
+# does not answer.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=15s --retries=3 \
+    CMD ["fxgate", "status"]
+
+# Exec form: fxgate is PID 1 and receives the stop signal itself. It reaps
+# its own worker processes; add `docker run --init` if task code starts
+# processes of its own that it does not wait for.
+CMD ["fxgate", "serve"]

@@ -1,0 +1,49 @@
+"""Reusable pytest fixtures for tests with a real broker and the fake Globus service.
+
+Plain fixture functions: import them into conftest.py or a test module
+(`from tests.support.fixtures import rabbit, fake_globus  # noqa: F401`).
+Everything started here is stopped in teardown, so no broker outlives a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.fake_globus import FakeGlobus
+from tests.support.rabbitmq import RabbitNode
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitNode]:
+    """One private RabbitMQ node for the whole session (about 3-6 s to start).
+
+    Tests may inject restorable faults (stop_app/start_app,
+    close_all_connections) but must undo them, e.g. with ensure_running();
+    destructive tests (kill, stop) use `fresh_rabbit` instead.
+    """
+    node = RabbitNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def fresh_rabbit() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for one test, free to be crashed or stopped."""
+    node = RabbitNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def fake_globus(rabbit: RabbitNode) -> Iterator[FakeGlobus]:
+    """A fresh fake Globus Compute service (mode "execute") publishing to `rabbit`."""
+    with FakeGlobus(rabbit.url) as fake:
+        yield fake
