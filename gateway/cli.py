@@ -44,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pika narrates every connection step at INFO; fxgate logs what matters.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
     serve(settings)
     return 0
 

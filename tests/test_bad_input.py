@@ -53,7 +53,9 @@ def submit(stub: pb_grpc.GatewayStub, function_id: str, **fields: object) -> obj
     return lambda: stub.Submit(pb.SubmitRequest(**(defaults | fields)))  # type: ignore[arg-type]
 
 
-def test_unknown_endpoint_id(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+def test_unknown_endpoint_id(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
     err = refusal(submit(stub, function_id, endpoint_id=str(uuid.uuid4())))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert "unknown endpoint id" in err.details()
@@ -90,9 +92,13 @@ def test_unknown_task_ids(daemon: DaemonProcess, client: Client) -> None:
     still_serving(daemon)
 
 
-def test_payload_over_the_limit(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+def test_payload_over_the_limit(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
     big = pack_payload(("x" * 11_000_000,), {})
-    err = refusal(submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload=big)]))
+    err = refusal(
+        submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload=big)])
+    )
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "over the limit of 10000000 bytes" in err.details()
     with Executor(endpoint_id="local", address=daemon.address) as ex:
@@ -117,7 +123,9 @@ def test_bytes_that_are_not_a_serialized_function(
     daemon: DaemonProcess, stub: pb_grpc.GatewayStub, code: str
 ) -> None:
     err = refusal(
-        lambda: stub.RegisterFunction(pb.RegisterFunctionRequest(function_name="f", function_code=code))
+        lambda: stub.RegisterFunction(
+            pb.RegisterFunctionRequest(function_name="f", function_code=code)
+        )
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "function_code" in err.details()
@@ -128,7 +136,9 @@ def test_well_framed_but_garbled_function_fails_only_its_task(
     daemon: DaemonProcess, stub: pb_grpc.GatewayStub
 ) -> None:
     garbled = pack_buffers(["01\n!!!! this is not dill !!!!"])
-    fid = stub.RegisterFunction(pb.RegisterFunctionRequest(function_name="g", function_code=garbled))
+    fid = stub.RegisterFunction(
+        pb.RegisterFunctionRequest(function_name="g", function_code=garbled)
+    )
     with Client(address=daemon.address) as c:
         batch = c.create_batch()
         batch.add(fid.function_id, "local", args=(1,))
@@ -141,7 +151,9 @@ def test_well_framed_but_garbled_function_fails_only_its_task(
     still_serving(daemon)
 
 
-def test_malformed_requests(daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str) -> None:
+def test_malformed_requests(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
     err = refusal(submit(stub, function_id, tasks=[]))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     err = refusal(submit(stub, function_id, task_group_id="12"))

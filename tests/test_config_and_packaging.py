@@ -61,7 +61,9 @@ def test_serve_refuses_bad_config_with_exit_code_2(tmp_path: Path) -> None:
 
 
 def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "tools" / "gen_proto.py"), str(tmp_path)], check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_proto.py"), str(tmp_path)], check=True
+    )
     for name in ("gateway_pb2.py", "gateway_pb2.pyi", "gateway_pb2_grpc.py"):
         fresh = (tmp_path / name).read_text()
         committed = (ROOT / "client" / "_proto" / name).read_text()
@@ -83,7 +85,14 @@ def test_client_imports_only_grpc_protobuf_and_dill() -> None:
 
 def test_status_command_without_daemon_says_so(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "status", "--address", f"unix://{tmp_path}/none.sock"],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "status",
+            "--address",
+            f"unix://{tmp_path}/none.sock",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

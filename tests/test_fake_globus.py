@@ -152,26 +152,28 @@ def test_manual_mode_test_publishes_results(
     with Executor(endpoint_id=fake_globus.endpoint_id, client=sdk) as ex:
         ok = ex.submit(double, 1)
         bad = ex.submit(boom, "never-run")
-        accepted = fake_globus.wait_for_tasks(2, timeout=TIMEOUT)
-        assert fake_globus.task_doc(accepted[0].task_id)["status"] == "waiting-for-ep"
-        by_id = {a.task_id: a for a in accepted}
-        ok_id = next(t for t in by_id if t == ok.task_id) if ok.task_id else accepted[0].task_id
-        fake_globus.publish_result(ok_id, "11\n" + json.dumps({"answer": 7}))
-        bad_id = next(t for t in by_id if t != ok_id)
-        fake_globus.publish_result(bad_id, "Traceback: injected by test", error=True)
+        # Accepted in submission order (the futures may not know their ids yet).
+        ok_task, bad_task = fake_globus.wait_for_tasks(2, timeout=TIMEOUT)
+        assert fake_globus.task_doc(ok_task.task_id)["status"] == "waiting-for-ep"
+        fake_globus.publish_result(ok_task.task_id, "11\n" + json.dumps({"answer": 7}))
+        fake_globus.publish_result(bad_task.task_id, "Traceback: injected by test", error=True)
         assert ok.result(timeout=TIMEOUT) == {"answer": 7}
         with pytest.raises(TaskExecutionFailed, match="injected by test"):
             bad.result(timeout=TIMEOUT)
-    assert fake_globus.task_doc(bad_id)["status"] == "failed"
+    assert (ok.task_id, bad.task_id) == (ok_task.task_id, bad_task.task_id)
+    assert fake_globus.task_doc(bad_task.task_id)["status"] == "failed"
     assert fake_globus.stats()["tasks_completed"] == 2
 
 
 def test_result_body_is_a_real_result_message() -> None:
     from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Result
 
     tid = uuid.uuid4()
     msg = messagepack.unpack(result_body(tid, "11\n1", error=True))
+    assert isinstance(msg, Result)
     assert msg.task_id == tid and msg.data == "11\n1" and msg.is_error
+    assert msg.error_details is not None and msg.error_details.code == "RemoteExecutionError"
 
 
 # ------------------------------------------------------------- service refusals
@@ -218,14 +220,9 @@ def test_submit_refusals_use_the_error_body(
     assert r.status_code == 404 and r.json()["code"] == "FUNCTION_NOT_FOUND"
     big = {**body, "tasks": {fn_id: ["x" * (10 * 1024 * 1024 + 1)]}}
     r = _http(fake_globus, "POST", f"/v3/endpoints/{fake_globus.endpoint_id}/submit", big)
-    assert r.status_code == 413
-    assert r.json() == {
-        "code": "TASK_PAYLOAD_TOO_LARGE",
-        "message": r.json()["message"],
-        "reason": r.json()["message"],
-        "http_status_code": 413,
-        "status": "Failed",
-    }
+    err = r.json()
+    assert r.status_code == err["http_status_code"] == 413
+    assert err["code"] == "TASK_PAYLOAD_TOO_LARGE" and err["message"] == err["reason"]
     r = requests.get(fake_globus.base_url + "/v2/version?service=all", timeout=30)
     assert r.status_code == 401 and r.json()["code"] == "UNAUTHORIZED"
     assert fake_globus.accepted == [] and fake_globus.submits_accepted == 0
@@ -346,7 +343,12 @@ def test_fake_runs_as_a_separate_process(rabbit: RabbitNode) -> None:  # noqa: F
         [*cmd, "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout or []])
+
+    def read_stdout() -> None:
+        for line in proc.stdout or []:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_stdout, daemon=True)
     reader.start()
     try:
         base_url = lines.get(timeout=TIMEOUT).strip()
@@ -354,7 +356,9 @@ def test_fake_runs_as_a_separate_process(rabbit: RabbitNode) -> None:  # noqa: F
         headers = {"Authorization": f"Bearer {info['token']}"}
         r = requests.get(f"{base_url}/v2/version?service=all", headers=headers, timeout=30)
         assert r.status_code == 200 and {"min_sdk_version", "min_ep_version"} <= set(r.json())
-        r = requests.get(f"{base_url}/v2/endpoints/{info['endpoint_id']}/status", headers=headers)
+        r = requests.get(
+            f"{base_url}/v2/endpoints/{info['endpoint_id']}/status", headers=headers, timeout=30
+        )
         assert r.json()["status"] == "online"
         assert requests.get(f"{base_url}/_fake/stats", timeout=30).json()["requests_received"] == 2
     finally:

@@ -29,13 +29,10 @@ from client.serialize import (
     unpack_buffers,
 )
 from gateway.execution import RESULT_SIZE_LIMIT, Outcome, execute
+from tests.samples import add
 
 JSON = "globus_compute_sdk.serialize.JSONData"
 DILL_DATA = "globus_compute_sdk.serialize.concretes.DillDataBase64"
-
-
-def add(a: int, b: int, c: int = 0) -> int:
-    return a + b + c
 
 
 def raise_value_error(message: str) -> None:
@@ -444,3 +441,19 @@ def test_execute_oversize_default_serializer() -> None:
     outcome = execute(pack_function(make_string), pack_payload((RESULT_SIZE_LIMIT,), {}))
     assert outcome.error_code == "MaxResultSizeExceeded"
     assert outcome.data.startswith("MaxResultSizeExceeded(")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        (5,),
+        {},
+        {"a": [1, 2.5, "x", None, True, b"b"]},
+        ("é" * 100, 10**30, -1.5e300, frozenset({1, 2}), {3, 4}),
+        [list(range(100))] * 3,  # shared references are memoized alike
+        ("x" * 100_000,),
+        [[[[[]]]]],
+    ],
+)
+def test_plain_data_fast_path_writes_the_same_bytes_as_dill(value: Any) -> None:
+    assert serialize_data(value) == "00\n" + b64(value)

@@ -1,1 +1,1 @@
-"""Test infrastructure with real parts: a private RabbitMQ node and a fake Globus Compute service."""
+"""Test infrastructure with real parts: a private RabbitMQ node, a fake Globus Compute service."""

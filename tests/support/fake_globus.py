@@ -37,6 +37,7 @@ import pika
 import pika.exceptions
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result, Task
+from globus_compute_common.messagepack.message_types.result import ResultErrorDetails
 
 if TYPE_CHECKING:
     from globus_compute_sdk import Client
@@ -89,12 +90,12 @@ def result_body(
     `data` is the serialized result (e.g. "11\\n" + JSON) or, with error=True,
     the remote traceback text; an error result carries error_details.
     """
-    error_details = dict(zip(("code", "user_message"), _USER_ERROR, strict=True)) if error else None
+    error_details = ResultErrorDetails(code=_USER_ERROR[0], user_message=_USER_ERROR[1])
     msg = Result(
         task_id=uuid.UUID(str(task_id)),
         data=data,
         details=details,
-        error_details=error_details,
+        error_details=error_details if error else None,
     )
     return bytes(messagepack.pack(msg))
 
@@ -232,7 +233,9 @@ class _AmqpPublisher(threading.Thread):
                 job.done.set_exception(RuntimeError(f"queue {job.queue} does not exist"))
                 return
             except (pika.exceptions.AMQPError, OSError) as exc:
-                log.info("fake globus: AMQP %s to %s failed (%r); retrying", job.kind, job.queue, exc)
+                log.info(
+                    "fake globus: AMQP %s to %s failed (%r); retrying", job.kind, job.queue, exc
+                )
                 self._disconnect()
                 self._stopping.wait(backoff)  # retry backoff, not synchronization
                 backoff = min(backoff * 2, 1.0)
@@ -313,6 +316,7 @@ class FakeGlobus:
         min_ep_version: str = "2.0.0",
     ) -> None:
         self.token = token
+        self.host = host
         self.queue_prefix = queue_prefix
         self.connection_url = connection_url or amqp_url
         self.mode: Mode = mode
@@ -335,13 +339,15 @@ class FakeGlobus:
         self.faults_injected = 0
         self.tasks_per_endpoint: Counter[str] = Counter()
         self.accepted: list[AcceptedTask] = []
+        # (monotonic time, route, answered with an injected fault) of every API request
+        self.request_log: list[tuple[float, str, bool]] = []
         self._run_dir = os.getcwd()  # execute_task chdir()s here: keep it the process cwd
         self._workers = workers
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fake-ep")
         self._publisher = _AmqpPublisher(amqp_url)
         self._server = _Server((host, port), self)
         self._server_thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-globus-http", daemon=True
+            target=self._serve, name="fake-globus-http", daemon=True
         )
         self._started = False
 
@@ -353,7 +359,10 @@ class FakeGlobus:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    def _serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)  # shutdown() waits one poll at most
 
     def start(self) -> FakeGlobus:
         """Start serving HTTP and the AMQP publisher thread."""
@@ -393,7 +402,7 @@ class FakeGlobus:
             self._fail_n, self._fail_status, self._fail_retry_after = n, status, retry_after
 
     def set_mode(self, mode: Mode) -> None:
-        """"execute": run tasks and publish results; "manual": only record tasks."""
+        """Switch mode: "execute" runs tasks and publishes results, "manual" only records."""
         if mode not in ("execute", "manual"):
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
@@ -468,7 +477,25 @@ class FakeGlobus:
 
     # ----------------------------------------------------- request handling
 
+    def request_gaps_after_faults(self) -> list[float]:
+        """Seconds between each injected fault and the next request of the same route."""
+        with self._cond:
+            log = list(self.request_log)
+        gaps = []
+        for i, (at, route, faulted) in enumerate(log):
+            if faulted:
+                later = [t for t, r, _ in log[i + 1 :] if r == route]
+                if later:
+                    gaps.append(later[0] - at)
+        return gaps
+
     def _count_and_fault(self, route: str) -> tuple[int, JSON, dict[str, str]] | None:
+        fault = self._fault(route)
+        with self._cond:
+            self.request_log.append((time.monotonic(), route, fault is not None))
+        return fault
+
+    def _fault(self, route: str) -> tuple[int, JSON, dict[str, str]] | None:
         with self._cond:
             self.requests_received += 1
             self.requests_by_route[route] += 1
@@ -638,7 +665,9 @@ class FakeGlobus:
 
     def _execute(self, rec: _TaskRecord) -> None:
         """Run one task with the endpoint's own execute_task and publish its Result."""
-        from globus_compute_endpoint.engines.helper import execute_task
+        from globus_compute_endpoint.engines.helper import (  # type: ignore[import-untyped]
+            execute_task,
+        )
 
         acc = rec.accepted
         with self._cond:
@@ -670,7 +699,9 @@ class FakeGlobus:
             self._cond.notify_all()
         if not publish:
             return  # no result queue requested: HTTP status only
-        done = self._publisher.submit(_AmqpJob("publish", self.queue_name(group.task_group_id), body))
+        done = self._publisher.submit(
+            _AmqpJob("publish", self.queue_name(group.task_group_id), body)
+        )
         if wait:
             done.result(timeout=120)
 

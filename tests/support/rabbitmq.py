@@ -313,7 +313,9 @@ class RabbitNode:
                 extra_groups=self._run_as.extra_groups,
             )
         except subprocess.TimeoutExpired as exc:
-            raise RabbitCtlError(f"rabbitmqctl {' '.join(args)} timed out after {timeout}s") from exc
+            raise RabbitCtlError(
+                f"rabbitmqctl {' '.join(args)} timed out after {timeout}s"
+            ) from exc
         if proc.returncode != 0:
             raise RabbitCtlError(
                 f"rabbitmqctl {' '.join(args)} failed ({proc.returncode}):\n"

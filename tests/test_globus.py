@@ -1,0 +1,212 @@
+"""The Globus Compute upstream against the fake web service and a real RabbitMQ."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from client import Client, Executor, TaskExecutionFailed
+from tests.daemon import DaemonProcess
+from tests.support.fake_globus import FakeGlobus, result_body
+from tests.support.fixtures import fake_globus, rabbit  # noqa: F401
+from tests.support.rabbitmq import RabbitNode
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+def fails(x: int) -> int:
+    raise ValueError(f"remote failure {x}")
+
+
+@pytest.fixture
+def gdaemon(tmp_path: Path, fake_globus: FakeGlobus) -> Iterator[DaemonProcess]:  # noqa: F811
+    """A daemon whose Globus upstream is the fake service."""
+    d = DaemonProcess(
+        tmp_path / "state",
+        extra_env={
+            "FXGATE_GLOBUS_BASE_URL": fake_globus.base_url,
+            "FXGATE_GLOBUS_TOKEN": fake_globus.token,
+            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
+        },
+    )
+    d.start()
+    yield d
+    assert d.stop() in (0, -9), d.log()
+
+
+def assert_each_task_submitted_once(fake: FakeGlobus) -> None:
+    counts = Counter((a.function_id, a.payload) for a in fake.accepted)
+    assert counts and max(counts.values()) == 1, counts.most_common(3)
+
+
+def quarantined(daemon: DaemonProcess) -> int:
+    with Client(address=daemon.address) as c:
+        return int(c.status()["quarantined_messages"])
+
+
+def test_results_and_remote_exceptions_stream_back(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+) -> None:
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        futures = [ex.submit(double, i) for i in range(50)]
+        bad = ex.submit(fails, 7)
+        assert [f.result(timeout=60) for f in futures] == [i * 2 for i in range(50)]
+        with pytest.raises((ValueError, TaskExecutionFailed), match="remote failure 7"):
+            bad.result(timeout=60)
+    assert all(f.upstream_task_id for f in futures)
+    assert_each_task_submitted_once(fake_globus)
+    # the same function was registered once, not once per task
+    assert fake_globus.requests_by_route["register_function"] == 2  # double, fails
+
+
+def test_service_down_at_submit_then_up_submits_each_task_once(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+) -> None:
+    fake_globus.set_down(True)
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        futures = [ex.submit(double, i) for i in range(100)]
+        # accepted by the daemon while the service answers 503
+        fake_globus.wait_for(lambda: fake_globus.requests_received >= 3)
+        assert not any(f.done() for f in futures)
+        fake_globus.set_down(False)
+        assert [f.result(timeout=120) for f in futures] == [i * 2 for i in range(100)]
+    assert len(fake_globus.accepted) == 100
+    assert_each_task_submitted_once(fake_globus)
+
+
+def test_429_with_retry_after_is_honoured(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+) -> None:
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        assert ex.submit(double, 1).result(timeout=60) == 2  # warm: function registered
+        fake_globus.fail_next(2, status=429, retry_after=1)
+        fut = ex.submit(double, 2)
+        assert fut.result(timeout=60) == 4
+    assert fake_globus.faults_injected == 2
+    gaps = fake_globus.request_gaps_after_faults()
+    assert gaps and min(gaps) >= 0.95, gaps  # waited Retry-After before asking again
+
+
+def test_a_4xx_fails_exactly_the_tasks_it_concerns(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+) -> None:
+    unknown_endpoint = str(uuid.uuid4())  # the fake refuses it with a 4xx
+    with Executor(endpoint_id=unknown_endpoint, address=gdaemon.address) as bad_ex:
+        refused = bad_ex.submit(double, 1)
+        exc = refused.exception(timeout=60)
+    assert isinstance(exc, TaskExecutionFailed)
+    assert "HTTP 4" in exc.remote_data
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        assert ex.submit(double, 5).result(timeout=60) == 10
+
+
+def _publish_raw(rabbit: RabbitNode, queue: str, bodies: list[bytes]) -> None:  # noqa: F811
+    conn = pika.BlockingConnection(pika.URLParameters(rabbit.url))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        for body in bodies:
+            channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    finally:
+        conn.close()
+
+
+def test_garbled_unknown_and_oversized_messages_are_kept_and_the_stream_goes_on(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+    rabbit: RabbitNode,  # noqa: F811
+) -> None:
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        assert ex.submit(double, 1).result(timeout=60) == 2
+        with Client(address=gdaemon.address) as c:
+            upstream_group = c.get_task_group(ex.task_group_id)["upstream_task_group_id"]
+        queue = fake_globus.queue_name(upstream_group)
+        _publish_raw(
+            rabbit,
+            queue,
+            [
+                b"\x01{not json at all",
+                result_body(str(uuid.uuid4()), "00\nabc"),
+                b"\x01" + b"x" * (13 * 1024 * 1024),
+            ],
+        )
+        futures = [ex.submit(double, i) for i in range(20)]
+        assert [f.result(timeout=60) for f in futures] == [i * 2 for i in range(20)]
+        ready, unacked = rabbit.list_queues()[queue]
+    assert quarantined(gdaemon) == 3
+    assert (ready, unacked) == (0, 0)
+    log = gdaemon.log()
+    assert "undecodable message" in log and "unknown task" in log and "over the" in log
+
+
+def test_broker_restart_mid_stream_delivers_every_result_once(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+    rabbit: RabbitNode,  # noqa: F811
+) -> None:
+    n = 2000
+    fake_globus.set_mode("manual")
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        futures = [ex.submit(double, i) for i in range(n)]
+        accepted = fake_globus.wait_for_tasks(n, timeout=120)
+        for i, task in enumerate(accepted[: n // 2]):
+            fake_globus.publish_result(task.task_id, f"00\n{_b64(i * 2)}")
+        rabbit.stop_app()
+        rabbit.start_app()
+        for i, task in enumerate(accepted[n // 2 :], start=n // 2):
+            fake_globus.publish_result(task.task_id, f"00\n{_b64(i * 2)}")
+        done, not_done = concurrent.futures.wait(futures, timeout=180)
+        assert not not_done
+        results = [f.result() for f in futures]
+    by_upstream = {t.task_id: i for i, t in enumerate(accepted)}
+    assert sorted(results) == [i * 2 for i in range(n)]
+    assert all(by_upstream[str(f.upstream_task_id)] * 2 == f.result() for f in futures)
+    queue = fake_globus.queue_name(accepted[0].task_group_id)
+    assert rabbit.list_queues()[queue] == (0, 0)
+
+
+def test_daemon_killed_mid_stream_then_every_result_arrives(
+    gdaemon: DaemonProcess,
+    fake_globus: FakeGlobus,  # noqa: F811
+    rabbit: RabbitNode,  # noqa: F811
+) -> None:
+    n = 1000
+    fake_globus.set_mode("manual")
+    with Client(address=gdaemon.address) as c:
+        fid = c.register_function(double)
+        batch = c.create_batch()
+        for i in range(n):
+            batch.add(fid, fake_globus.endpoint_id, args=(i,))
+        c.batch_run(batch)
+    accepted = fake_globus.wait_for_tasks(n, timeout=120)
+    for i, task in enumerate(accepted[: n // 2]):
+        fake_globus.publish_result(task.task_id, f"00\n{_b64(i)}")
+    gdaemon.kill()
+    for i, task in enumerate(accepted[n // 2 :], start=n // 2):
+        fake_globus.publish_result(task.task_id, f"00\n{_b64(i)}")
+    gdaemon.start()
+    with Executor(endpoint_id=fake_globus.endpoint_id, address=gdaemon.address) as ex:
+        futures = ex.reload_tasks(batch.task_group_id)
+        results = sorted(f.result(timeout=120) for f in futures)
+    assert results == list(range(n))
+    queue = fake_globus.queue_name(accepted[0].task_group_id)
+    assert rabbit.list_queues()[queue] == (0, 0)
+    assert_each_task_submitted_once(fake_globus)
+
+
+def _b64(value: object) -> str:
+    from client.serialize import serialize_data
+
+    return serialize_data(value)[3:]
