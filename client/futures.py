@@ -6,6 +6,7 @@ group id can make futures for its tasks and have them resolved.
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
 import logging
 from typing import Any
@@ -32,20 +33,40 @@ FuncXFuture = ComputeFuture
 def remote_exception(event: pb.TaskEvent) -> BaseException:
     """The exception a failed task raises in the client.
 
-    The remote exception itself when its object could be shipped back (its
-    type, message and attributes), with the remote traceback attached as its
-    cause; otherwise TaskExecutionFailed carrying the traceback text.
+    The remote exception itself when its object was shipped back (the local
+    upstream does), else one rebuilt from the traceback's last line when it
+    names a builtin exception (a Globus Compute endpoint sends only the
+    text), each with the remote traceback attached as its cause; otherwise
+    TaskExecutionFailed carrying the traceback text.
     """
     failure = TaskExecutionFailed(event.data or event.error_message, str(event.completed_at))
+    exc: object = None
     if event.exception:
         try:
             exc = deserialize(event.exception)
         except Exception:  # noqa: BLE001 - fall back to the traceback text
             exc = None
-        if isinstance(exc, BaseException):
-            exc.__cause__ = failure
-            return exc
+    if not isinstance(exc, BaseException):
+        exc = _builtin_from_traceback(event.data)
+    if isinstance(exc, BaseException):
+        exc.__cause__ = failure
+        return exc
     return failure
+
+
+def _builtin_from_traceback(text: str) -> BaseException | None:
+    """ValueError("boom") from a traceback ending in "ValueError: boom"."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].startswith("Traceback"):
+        return None
+    name, _, message = lines[-1].partition(": ")
+    kind = getattr(builtins, name.strip(), None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message) if message else kind()
+        except Exception:  # noqa: BLE001 - needs other arguments: keep the text
+            return None
+    return None
 
 
 def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:

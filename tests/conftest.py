@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The test process forks daemons and scripts while its own gRPC channels are
+# live; gRPC's fork handlers are for processes that keep using gRPC after a
+# fork, which these children (exec'd at once) never do.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -11,9 +11,13 @@ import ast
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.daemon import DaemonProcess
+from tests.support.fixtures import fake_globus, rabbit  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -31,6 +35,44 @@ GUIDE_EXAMPLES = {
 }
 
 
+@pytest.fixture(params=["local", "globus"])
+def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A daemon serving the examples' endpoint: its local pool, or a Globus endpoint.
+
+    For "globus" the endpoint is one of the fake web service, whose results
+    come back over a real RabbitMQ; the examples then differ from the guide
+    in the endpoint id only.
+    """
+    extra: dict[str, str] = {}
+    endpoint = "local"
+    if request.param == "globus":
+        fake = request.getfixturevalue("fake_globus")
+        extra = {"FXGATE_GLOBUS_BASE_URL": fake.base_url, "FXGATE_GLOBUS_TOKEN": fake.token}
+        endpoint = fake.endpoint_id
+    d = DaemonProcess(tmp_path / "state", extra_env=extra)
+    d.start()
+    ENDPOINTS[d.address] = endpoint
+    yield d
+    assert d.stop() == 0, d.log()
+
+
+ENDPOINTS: dict[str, str] = {}
+
+
+def example_path(daemon: DaemonProcess, name: str) -> str:
+    """examples/<name>, or for a Globus endpoint a copy with that endpoint id."""
+    endpoint = ENDPOINTS[daemon.address]
+    if endpoint == "local":
+        return f"examples/{name}"
+    text = (EXAMPLES / name).read_text()
+    patched = re.sub(r'^(\w+ = )"local"', rf'\1"{endpoint}"', text, flags=re.M)
+    assert patched != text or '"local"' not in text, name
+    copy = daemon.state_dir.parent / "examples" / name
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_text(patched)
+    return str(copy)
+
+
 def run_example(
     daemon: DaemonProcess,
     name: str,
@@ -40,7 +82,7 @@ def run_example(
 ) -> subprocess.CompletedProcess[str]:
     """Run examples/<name> as `python examples/<name> args...`, as a user would."""
     return subprocess.run(
-        [sys.executable, f"examples/{name}", *args],
+        [sys.executable, example_path(daemon, name), *args],
         # Unbuffered, so a script that dies by SIGKILL still has its output in the pipe.
         env=daemon.env | {"PYTHONUNBUFFERED": "1"} | (env or {}),
         cwd=ROOT,
@@ -122,8 +164,8 @@ def test_results_as_arrived(daemon: DaemonProcess) -> None:
 
 
 def test_reload_tasks_after_sigkill(daemon: DaemonProcess) -> None:
-    script = "examples/funcxexecutor_reload_tasks.py"
     first = run_example(daemon, "funcxexecutor_reload_tasks.py")
+    script = example_path(daemon, "funcxexecutor_reload_tasks.py")
     out = lines_of(first, daemon, rc=-9)  # it SIGKILLs itself
     match = re.fullmatch(
         "New session; creating funcX tasks; if this script dies, rehydrate"
