@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -210,3 +212,101 @@ def _b64(value: object) -> str:
     from client.serialize import serialize_data
 
     return serialize_data(value)[3:]
+
+
+def test_broker_unreachable_falls_back_to_http_polling_then_streams_again(
+    tmp_path: Path,
+    fake_globus: FakeGlobus,  # noqa: F811
+    rabbit: RabbitNode,  # noqa: F811
+) -> None:
+    d = DaemonProcess(
+        tmp_path / "state",
+        extra_env={
+            "FXGATE_GLOBUS_BASE_URL": fake_globus.base_url,
+            "FXGATE_GLOBUS_TOKEN": fake_globus.token,
+            "FXGATE_GLOBUS_BROKER_FALLBACK_S": "1",
+            "FXGATE_GLOBUS_POLL_INTERVAL_S": "0.2",
+        },
+    )
+    d.start()
+    try:
+        with Executor(endpoint_id=fake_globus.endpoint_id, address=d.address) as ex:
+            assert ex.submit(double, 1).result(timeout=60) == 2  # streaming
+            rabbit.stop_app()
+            try:
+                futures = [ex.submit(double, i) for i in range(20)]
+                # no future fails while the broker is away: results come over HTTP
+                assert [f.result(timeout=60) for f in futures] == [i * 2 for i in range(20)]
+            finally:
+                rabbit.start_app()
+            assert ex.submit(double, 3).result(timeout=60) == 6
+        assert "results fetched over HTTP" in d.log()
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+class _TokenServer:
+    """A stand-in for Globus Auth's token endpoint (client-credentials grant)."""
+
+    def __init__(self, token: str) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                form = self.rfile.read(length).decode()
+                outer.requests.append((self.headers.get("Authorization", ""), form))
+                body = json.dumps({"access_token": token, "expires_in": 3600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2/oauth2/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("source", ["token_file", "client_credentials"])
+def test_token_from_a_file_or_the_client_credentials_grant(
+    tmp_path: Path,
+    fake_globus: FakeGlobus,  # noqa: F811
+    source: str,
+) -> None:
+    auth = _TokenServer(fake_globus.token)
+    env = {"FXGATE_GLOBUS_BASE_URL": fake_globus.base_url}
+    if source == "token_file":
+        token_file = tmp_path / "token"
+        token_file.write_text(fake_globus.token + "\n")
+        env["FXGATE_GLOBUS_TOKEN_FILE"] = str(token_file)
+    else:
+        env |= {
+            "FXGATE_GLOBUS_CLIENT_ID": "svc-id",
+            "FXGATE_GLOBUS_CLIENT_SECRET": "svc-secret",
+            "FXGATE_GLOBUS_AUTH_URL": auth.url,
+        }
+    d = DaemonProcess(tmp_path / "state", extra_env=env)
+    d.start()
+    try:
+        with Executor(endpoint_id=fake_globus.endpoint_id, address=d.address) as ex:
+            assert ex.submit(double, 4).result(timeout=60) == 8
+    finally:
+        auth.close()
+        assert d.stop() == 0, d.log()
+    if source == "client_credentials":
+        assert auth.requests, "the token endpoint was never asked"
+        header, form = auth.requests[0]
+        assert header == "Basic " + base64.b64encode(b"svc-id:svc-secret").decode()
+        assert "grant_type=client_credentials" in form

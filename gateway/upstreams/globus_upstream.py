@@ -29,6 +29,8 @@ from gateway.upstreams.results import ResultStream
 log = logging.getLogger(__name__)
 
 STATUS_CHUNK = 128
+# How often consumers of finished groups are let go.
+SWEEP_INTERVAL_S = 30.0
 
 
 class GlobusUpstream:
@@ -219,8 +221,12 @@ class GlobusUpstream:
 
     # ---------------------------------------------------- polling fallback
     def _poll_loop(self) -> None:
+        swept = time.monotonic()
         while self._running:
             time.sleep(self.settings.poll_interval_s)
+            if time.monotonic() - swept > SWEEP_INTERVAL_S:
+                swept = time.monotonic()
+                self._sweep_consumers()
             results = self.results
             if results is None or results.down_since is None:
                 continue
@@ -233,6 +239,21 @@ class GlobusUpstream:
                 continue
             if polled:
                 log.info("broker unreachable: %d results fetched over HTTP", polled)
+
+    def _sweep_consumers(self) -> None:
+        """Stop consuming the queues of groups whose tasks have all finished."""
+        assert self.results is not None
+        try:
+            open_groups = {
+                g.upstream_group_id for g in self.store.groups_with_upstream_ids(self.name)
+            }
+        except Exception as exc:  # noqa: BLE001 - try again next round
+            log.warning("consumer sweep failed: %s", exc)
+            return
+        with self._cond:
+            busy = {self._group_ids.get(t.group_id) for t in self._queue}
+        for gid in self.results.watched() - open_groups - busy:
+            self.results.unwatch(gid)
 
     def poll_once(self) -> int:
         """Fetch finished tasks over HTTP; the count of results committed."""

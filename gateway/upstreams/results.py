@@ -129,6 +129,10 @@ class ResultStream:
         with self._lock:
             self._wanted.add(upstream_group_id)
 
+    def watched(self) -> set[str]:
+        with self._lock:
+            return set(self._wanted)
+
     def unwatch(self, upstream_group_id: str) -> None:
         with self._lock:
             self._wanted.discard(upstream_group_id)
