@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ WriteOp = Callable[[Connection], Any]
 
 TASKS = cast(Table, Task.__table__)
 GROUPS = TaskGroup.__table__
+GROUPS_KEY = "groups"
+QUARANTINE_KEY = "quarantined"
 # Attempts of a commit that met a locked or full database, before it fails.
 RETRIES_WHEN_BUSY = 3
 # SQLite allows 32766 bound parameters; stay far below it in IN (...) lists.
@@ -149,6 +152,11 @@ class Store:
         self._queue: queue.SimpleQueue[tuple[WriteOp, Future[Any]] | None] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._seq = 0
+        # Counts by state (and of groups, quarantined messages) kept in step
+        # with commits, so `fxgate status` is O(1) however large the store.
+        self._counts: Counter[object] = Counter()
+        self._delta: Counter[object] = Counter()
+        self._counts_lock = threading.Lock()
         self._after_commit: list[Callable[[list[Any]], None]] = []
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
 
@@ -159,6 +167,14 @@ class Store:
             Base.metadata.create_all(self.engine)
             with self.engine.connect() as conn:
                 self._seq = conn.execute(select(func.max(Task.seq))).scalar() or 0
+                for state, n in conn.execute(select(Task.state, func.count()).group_by(Task.state)):
+                    self._counts[TaskState(state)] = n
+                self._counts[GROUPS_KEY] = conn.execute(
+                    select(func.count()).select_from(TaskGroup)
+                ).scalar_one()
+                self._counts[QUARANTINE_KEY] = conn.execute(
+                    select(func.count()).select_from(QuarantinedMessage)
+                ).scalar_one()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot open database {self.safe_url}: {exc}") from None
         self._writer.start()
@@ -207,9 +223,12 @@ class Store:
     def _commit_batch(self, batch: list[tuple[WriteOp, Future[Any]]]) -> None:
         seq_before = self._seq
         for attempt in range(RETRIES_WHEN_BUSY + 1):
+            self._delta = Counter()
             try:
                 with self.engine.begin() as conn:
                     results = [op(conn) for op, _ in batch]
+                with self._counts_lock:
+                    self._counts.update(self._delta)
                 break
             except OperationalError as exc:  # locked, busy, full: transient, maybe
                 self._seq = seq_before
@@ -294,7 +313,9 @@ class Store:
                         by_key[key] = tid
                 return [by_key[k] for k in keys]
             now = time.time()
+            self._delta[TaskState.ACCEPTED] += len(tasks)
             if create_group:
+                self._delta[GROUPS_KEY] += 1
                 conn.execute(
                     insert(TaskGroup).values(
                         id=group.id,
@@ -363,6 +384,8 @@ class Store:
                 continue
             if TaskState(row[2]).terminal:
                 continue
+            self._delta[TaskState(row[2])] -= 1
+            self._delta[c.state] += 1
             by_id[row[0]] = (row[0], row[1], int(c.state), row[3])  # a duplicate is now terminal
             if c.upstream_task_id:
                 by_upstream[c.upstream_task_id] = by_id[row[0]]
@@ -404,7 +427,7 @@ class Store:
         """Record the upstream's task ids (task id -> upstream task id)."""
 
         def op(conn: Connection) -> None:
-            conn.execute(
+            moved = conn.execute(
                 update(TASKS)
                 .where(TASKS.c.id == bindparam("b_id"))
                 .where(TASKS.c.state == int(TaskState.ACCEPTED)),
@@ -412,7 +435,9 @@ class Store:
                     {"b_id": tid, "upstream_task_id": up, "state": int(TaskState.SUBMITTED)}
                     for tid, up in upstream_ids.items()
                 ],
-            )
+            ).rowcount
+            self._delta[TaskState.ACCEPTED] -= moved
+            self._delta[TaskState.SUBMITTED] += moved
 
         return self.write(op)
 
@@ -450,6 +475,7 @@ class Store:
         now = time.time()
 
         def op(conn: Connection) -> None:
+            self._delta[QUARANTINE_KEY] += len(rows)
             conn.execute(
                 insert(QuarantinedMessage),
                 [{"source": s, "reason": r, "body": b, "received_at": now} for s, r, b in rows],
@@ -464,11 +490,19 @@ class Store:
             found = conn.execute(select(TaskGroup.id).where(TaskGroup.id == group_id)).scalar()
             if found is None:
                 raise NotFound(f"unknown task group {group_id}")
-            count = conn.execute(delete(Task).where(Task.group_id == group_id)).rowcount
-            conn.execute(delete(TaskGroup).where(TaskGroup.id == group_id))
-            return int(count)
+            return self._delete_group(conn, group_id)
 
         return self.write(op)
+
+    def _delete_group(self, conn: Connection, group_id: str) -> int:
+        for state, n in conn.execute(
+            select(Task.state, func.count()).where(Task.group_id == group_id).group_by(Task.state)
+        ):
+            self._delta[TaskState(state)] -= n
+        self._delta[GROUPS_KEY] -= 1
+        count = conn.execute(delete(Task).where(Task.group_id == group_id)).rowcount
+        conn.execute(delete(TaskGroup).where(TaskGroup.id == group_id))
+        return int(count)
 
     def expire(self, older_than: float) -> Future[list[str]]:
         """Release every finished group untouched since older_than (retention)."""
@@ -488,8 +522,7 @@ class Store:
                     .where(Task.state.in_([int(s) for s in UNFINISHED]))
                 ).scalar_one()
                 if open_tasks == 0:
-                    conn.execute(delete(Task).where(Task.group_id == gid))
-                    conn.execute(delete(TaskGroup).where(TaskGroup.id == gid))
+                    self._delete_group(conn, gid)
                     gone.append(gid)
             return gone
 
@@ -684,22 +717,16 @@ class Store:
         return self._read(fn)
 
     def state_counts(self) -> dict[TaskState, int]:
-        return self._read(
-            lambda c: {
-                TaskState(s): n
-                for s, n in c.execute(select(Task.state, func.count()).group_by(Task.state))
-            }
-        )
+        with self._counts_lock:
+            return {k: n for k, n in self._counts.items() if isinstance(k, TaskState) and n}
 
     def group_count(self) -> int:
-        return self._read(
-            lambda c: c.execute(select(func.count()).select_from(TaskGroup)).scalar_one()
-        )
+        with self._counts_lock:
+            return self._counts[GROUPS_KEY]
 
     def quarantine_count(self) -> int:
-        return self._read(
-            lambda c: c.execute(select(func.count()).select_from(QuarantinedMessage)).scalar_one()
-        )
+        with self._counts_lock:
+            return self._counts[QUARANTINE_KEY]
 
     def task_groups_of(self, task_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
         """task id -> (group id, state) for the ids that exist."""

@@ -1,0 +1,102 @@
+"""The store on a real SQLite file: group commit, idempotence, counts kept in step."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.models import Task, TaskGroup, TaskState
+from gateway.store import Completion, GroupInfo, NewTask, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    s.open()
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def truth(store: Store) -> tuple[dict[TaskState, int], int]:
+    with store.engine.connect() as c:
+        counts = {
+            TaskState(s): n
+            for s, n in c.execute(select(Task.state, func.count()).group_by(Task.state))
+        }
+        groups = c.execute(select(func.count()).select_from(TaskGroup)).scalar_one()
+    return counts, groups
+
+
+def group() -> GroupInfo:
+    return GroupInfo(str(uuid.uuid4()), "globus", str(uuid.uuid4()), None)
+
+
+def test_counts_follow_every_write(store: Store) -> None:
+    g1, g2 = group(), group()
+    ids1 = store.accept(
+        g1, [NewTask("f", "p")] * 10, str(uuid.uuid4()), [], create_group=True
+    ).result()
+    ids2 = store.accept(
+        g2, [NewTask("f", "p")] * 5, str(uuid.uuid4()), [], create_group=True
+    ).result()
+    store.mark_submitted({t: str(uuid.uuid4()) for t in ids1[:6]}).result()
+    done = [Completion(TaskState.SUCCESS, "00\nx", task_id=t) for t in ids1[:4]]
+    store.complete(done + done).result()  # duplicates in one batch
+    store.complete(done).result()  # and again later
+    store.complete([Completion(TaskState.FAILED, "tb", task_id=ids2[0])]).result()
+    store.quarantine([("q", "garbled", b"\x00")]).result()
+    assert (store.state_counts(), store.group_count()) == truth(store)
+    assert store.state_counts() == {
+        TaskState.ACCEPTED: 8,
+        TaskState.SUBMITTED: 2,
+        TaskState.SUCCESS: 4,
+        TaskState.FAILED: 1,
+    }
+    assert store.quarantine_count() == 1
+    assert store.release(g2.id).result() == 5
+    assert (store.state_counts(), store.group_count()) == truth(store)
+    # counts survive a restart of the store
+    store.close()
+    again = Store(store.url)
+    again.open()
+    try:
+        assert (again.state_counts(), again.group_count()) == truth(again)
+        assert again.quarantine_count() == 1
+    finally:
+        again.close()
+
+
+def test_duplicate_result_is_stored_once_and_reported_once(store: Store) -> None:
+    g = group()
+    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), [], create_group=True).result()
+    first, unknown = store.complete([Completion(TaskState.SUCCESS, "00\na", task_id=tid)]).result()
+    second, _ = store.complete([Completion(TaskState.SUCCESS, "00\nb", task_id=tid)]).result()
+    assert [e.data for e in first] == ["00\na"] and second == [] and unknown == []
+    assert [e.data for e in store.events_after(g.id, 0, 10)] == ["00\na"]
+
+
+def test_results_by_upstream_id_and_unknown_ids(store: Store) -> None:
+    g = group()
+    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), [], create_group=True).result()
+    store.mark_submitted({tid: "up-1"}).result()
+    events, unknown = store.complete(
+        [
+            Completion(TaskState.SUCCESS, "00\na", upstream_task_id="up-1"),
+            Completion(TaskState.SUCCESS, "00\nb", upstream_task_id="up-unknown"),
+        ]
+    ).result()
+    assert [e.task_id for e in events] == [tid]
+    assert [c.upstream_task_id for c in unknown] == ["up-unknown"]
+
+
+def test_retried_submit_id_returns_the_first_ids(store: Store) -> None:
+    g = group()
+    submit_id = str(uuid.uuid4())
+    tasks = [NewTask("f", f"p{i}") for i in range(1500)]  # more than one IN (...) chunk
+    first = store.accept(g, tasks, submit_id, [], create_group=True).result()
+    again = store.accept(g, tasks, submit_id, [], create_group=False).result()
+    assert first == again
+    assert store.state_counts() == {TaskState.ACCEPTED: 1500}
