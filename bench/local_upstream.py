@@ -62,7 +62,9 @@ def main() -> None:
             daemon.stop()
     pool = min(run_pool(args.workers, args.tasks) for _ in range(args.rounds))
     n = args.tasks
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"{n} trivial tasks, {args.workers} workers, best of {args.rounds}\n")
     print("| runner | seconds | tasks/s |")
     print("|---|---|---|")
