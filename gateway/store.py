@@ -124,6 +124,36 @@ class GroupInfo:
     upstream_group_id: str | None
 
 
+EVENT_COLUMNS = (
+    Task.id,
+    Task.group_id,
+    Task.state,
+    Task.data,
+    Task.error_code,
+    Task.error_message,
+    Task.exception,
+    Task.upstream_task_id,
+    Task.completed_at,
+    Task.seq,
+)
+
+
+def _event(r: Any) -> TaskEvent:
+    """A TaskEvent from a row of EVENT_COLUMNS."""
+    return TaskEvent(
+        task_id=r[0],
+        group_id=r[1],
+        state=TaskState(r[2]),
+        data=r[3] or "",
+        error_code=r[4],
+        error_message=r[5],
+        exception=r[6],
+        upstream_task_id=r[7] or "",
+        completed_at=r[8] or 0.0,
+        seq=r[9] or 0,
+    )
+
+
 def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -602,42 +632,14 @@ class Store:
 
     def events_after(self, group_id: str, after_seq: int, limit: int) -> list[TaskEvent]:
         """Finished tasks of a group with seq > after_seq, oldest first."""
-
-        def fn(c: Connection) -> list[TaskEvent]:
-            rows = c.execute(
-                select(
-                    Task.id,
-                    Task.state,
-                    Task.data,
-                    Task.error_code,
-                    Task.error_message,
-                    Task.exception,
-                    Task.upstream_task_id,
-                    Task.completed_at,
-                    Task.seq,
-                )
-                .where(Task.group_id == group_id)
-                .where(Task.seq > after_seq)
-                .order_by(Task.seq)
-                .limit(limit)
-            ).all()
-            return [
-                TaskEvent(
-                    r[0],
-                    group_id,
-                    TaskState(r[1]),
-                    r[2] or "",
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6] or "",
-                    r[7] or 0.0,
-                    r[8] or 0,
-                )
-                for r in rows
-            ]
-
-        return self._read(fn)
+        query = (
+            select(*EVENT_COLUMNS)
+            .where(Task.group_id == group_id)
+            .where(Task.seq > after_seq)
+            .order_by(Task.seq)
+            .limit(limit)
+        )
+        return self._read(lambda c: [_event(r) for r in c.execute(query)])
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
         """The stored state of given tasks (unfinished ones with empty result fields)."""
@@ -645,35 +647,9 @@ class Store:
         def fn(c: Connection) -> list[TaskEvent]:
             out: list[TaskEvent] = []
             for part in _chunks(task_ids):
-                rows = c.execute(
-                    select(
-                        Task.id,
-                        Task.group_id,
-                        Task.state,
-                        Task.data,
-                        Task.error_code,
-                        Task.error_message,
-                        Task.exception,
-                        Task.upstream_task_id,
-                        Task.completed_at,
-                        Task.seq,
-                    ).where(Task.id.in_(part))
-                ).all()
-                out.extend(
-                    TaskEvent(
-                        r[0],
-                        r[1],
-                        TaskState(r[2]),
-                        r[3] or "",
-                        r[4],
-                        r[5],
-                        r[6],
-                        r[7] or "",
-                        r[8] or 0.0,
-                        r[9] or 0,
-                    )
-                    for r in rows
-                )
+                out += [
+                    _event(r) for r in c.execute(select(*EVENT_COLUMNS).where(Task.id.in_(part)))
+                ]
             return out
 
         return self._read(fn)
