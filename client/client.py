@@ -220,6 +220,8 @@ class Client:
             "quarantined_messages": r.quarantined_messages,
             "local_endpoint_id": r.local_endpoint_id,
             "max_payload_bytes": r.max_payload_bytes,
+            "upstream_status": dict(r.upstream_status),
+            "watchers": r.watchers,
         }
 
 

@@ -65,7 +65,9 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(f"fxgate {st['version']}: serving for {st['uptime_s']:.0f} s")
     print(f"  local endpoint: {st['local_endpoint_id']}")
-    print(f"  upstreams: {', '.join(st['upstreams'])}")
+    for name, line in sorted(st["upstream_status"].items()):
+        print(f"  upstream {name}: {line}")
+    print(f"  open watch streams: {st['watchers']}")
     print(f"  task groups: {st['task_groups']}")
     for state, count in st["tasks"].items():
         print(f"  tasks {state.lower()}: {count}")

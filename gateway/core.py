@@ -52,6 +52,8 @@ class Status:
     quarantined: int
     local_endpoint_id: str
     max_payload_bytes: int
+    upstream_status: dict[str, str]
+    watchers: int
 
 
 class Gateway:
@@ -305,6 +307,8 @@ class Gateway:
             quarantined=self.store.quarantine_count(),
             local_endpoint_id=self.local_endpoint_id,
             max_payload_bytes=self.settings.max_payload_bytes,
+            upstream_status={name: u.describe() for name, u in self.upstreams.items()},
+            watchers=self.hub.watcher_count(),
         )
 
 

@@ -177,4 +177,6 @@ class Servicer(pb_grpc.GatewayServicer):
             quarantined_messages=s.quarantined,
             local_endpoint_id=s.local_endpoint_id,
             max_payload_bytes=s.max_payload_bytes,
+            upstream_status=s.upstream_status,
+            watchers=s.watchers,
         )

@@ -66,6 +66,9 @@ def test_results_and_remote_exceptions_stream_back(
             bad.result(timeout=60)
     assert all(f.upstream_task_id for f in futures)
     assert_each_task_submitted_once(fake_globus)
+    with Client(address=gdaemon.address) as c:
+        line = c.status()["upstream_status"]["globus"]
+    assert "51 submitted" in line and "broker connected" in line, line
     # the same function was registered once, not once per task
     assert fake_globus.requests_by_route["register_function"] == 2  # double, fails
 

@@ -181,7 +181,14 @@ class StateCount(_message.Message):
     def __init__(self, state: _Optional[_Union[TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("version", "uptime_s", "task_groups", "tasks", "upstreams", "quarantined_messages", "local_endpoint_id", "max_payload_bytes")
+    __slots__ = ("version", "uptime_s", "task_groups", "tasks", "upstreams", "quarantined_messages", "local_endpoint_id", "max_payload_bytes", "upstream_status", "watchers")
+    class UpstreamStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     TASK_GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +197,8 @@ class StatusResponse(_message.Message):
     QUARANTINED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     LOCAL_ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_STATUS_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_s: float
     task_groups: int
@@ -198,4 +207,6 @@ class StatusResponse(_message.Message):
     quarantined_messages: int
     local_endpoint_id: str
     max_payload_bytes: int
-    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., task_groups: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., upstreams: _Optional[_Iterable[str]] = ..., quarantined_messages: _Optional[int] = ..., local_endpoint_id: _Optional[str] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
+    upstream_status: _containers.ScalarMap[str, str]
+    watchers: int
+    def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., task_groups: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., upstreams: _Optional[_Iterable[str]] = ..., quarantined_messages: _Optional[int] = ..., local_endpoint_id: _Optional[str] = ..., max_payload_bytes: _Optional[int] = ..., upstream_status: _Optional[_Mapping[str, str]] = ..., watchers: _Optional[int] = ...) -> None: ...

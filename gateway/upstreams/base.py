@@ -37,3 +37,6 @@ class Upstream(Protocol):
 
     def stop(self) -> None:
         """Stop taking work and release processes and connections."""
+
+    def describe(self) -> str:
+        """One line on its health, for `fxgate status`."""

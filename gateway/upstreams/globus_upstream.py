@@ -104,6 +104,25 @@ class GlobusUpstream:
         if self.results is not None:
             self.results.stop()
 
+    def describe(self) -> str:
+        with self._cond:
+            queued = len(self._queue)
+        results = self.results
+        if results is None:
+            broker = "not started"
+        elif results.down_since is None:
+            broker = f"broker connected, consuming {len(results.watched())} queues"
+        else:
+            down = time.monotonic() - results.down_since
+            polling = down >= self.settings.broker_fallback_s
+            broker = f"broker unreachable for {down:.0f} s" + (
+                ", polling over HTTP" if polling else ""
+            )
+        return (
+            f"{self.web.base_url}: {self.submitted} submitted, {queued} waiting to submit; "
+            f"{broker}; {results.received if results else 0} result messages received"
+        )
+
     # ------------------------------------------------------------ submit
     def _take(self) -> list[PendingTask]:
         """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait."""

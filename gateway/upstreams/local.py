@@ -124,9 +124,11 @@ class LocalUpstream:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def pending_count(self) -> int:
+    def describe(self) -> str:
         with self._lock:
-            return len(self._queue) + sum(len(w.inflight) for w in self._workers)
+            queued = len(self._queue)
+        running = sum(len(w.inflight) for w in self._workers)
+        return f"{len(self._workers)} workers, {running} tasks at workers, {queued} queued"
 
     # ------------------------------------------------------------ workers
     def _spawn(self) -> _Worker:
