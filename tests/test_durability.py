@@ -115,10 +115,15 @@ print(json.dumps({"ok": results == [(me, i) for i in range(500)],
 def test_twenty_clients_share_one_daemon(daemon: DaemonProcess) -> None:
     procs = [daemon.popen_script(SHARER, f"client-{n}") for n in range(20)]
     reports = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        reports.append(json.loads(out))
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+            reports.append(json.loads(out))
+    finally:
+        for p in procs:  # a client waits for its daemon forever: end them on failure
+            p.kill()
+            p.wait()
     assert all(r["ok"] for r in reports), reports
     assert all(r["foreign"] == [] for r in reports)
     assert [r["group_size"] for r in reports] == [500] * 20
@@ -131,7 +136,11 @@ def test_two_processes_watching_one_group_both_see_every_result(daemon: DaemonPr
         futures = [ex.submit(slow_square, i) for i in range(200)]
         other = daemon.popen_script(REATTACH, ex.task_group_id)
         results = [f.result(timeout=120) for f in futures]
-    out, err = other.communicate(timeout=120)
+    try:
+        out, err = other.communicate(timeout=120)
+    finally:
+        other.kill()
+        other.wait()
     assert other.returncode == 0, err
     assert results == [i * i for i in range(200)]
     assert out.split() == ["200", str(sum(i * i for i in range(200)))]
