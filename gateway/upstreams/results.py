@@ -11,10 +11,12 @@ credentials from the web service each time.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -61,6 +63,9 @@ def decode(body: bytes, timestamp: float | None) -> tuple[Completion | None, str
     """A Completion from a Result message, or None and why it cannot be used."""
     if len(body) > MAX_MESSAGE_BYTES:
         return None, f"message of {len(body)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
+    fast = _decode_plain_result(body, timestamp)
+    if fast is not None:
+        return fast, ""
     try:
         message = messagepack.unpack(body)
     except Exception as exc:  # noqa: BLE001 - any garbage is quarantined
@@ -68,17 +73,57 @@ def decode(body: bytes, timestamp: float | None) -> tuple[Completion | None, str
     if not isinstance(message, Result):
         return None, f"not a result message: {type(message).__name__}"
     details = message.error_details
-    return (
-        Completion(
-            state=TaskState.FAILED if details is not None else TaskState.SUCCESS,
-            data=message.data,
-            upstream_task_id=str(message.task_id),
-            error_code=details.code if details is not None else "",
-            error_message=details.user_message if details is not None else "",
-            completed_at=timestamp,
-        ),
-        "",
+    return _completion(
+        str(message.task_id),
+        message.data,
+        details.code if details is not None else None,
+        details.user_message if details is not None else "",
+        timestamp,
+    ), ""
+
+
+def _completion(
+    task_id: str, data: str, error_code: str | None, message: str, timestamp: float | None
+) -> Completion:
+    return Completion(
+        state=TaskState.FAILED if error_code is not None else TaskState.SUCCESS,
+        data=data,
+        upstream_task_id=task_id,
+        error_code=error_code or "",
+        error_message=message,
+        completed_at=timestamp,
     )
+
+
+def _decode_plain_result(body: bytes, timestamp: float | None) -> Completion | None:
+    """The common case without pydantic: a v1 envelope holding a well-formed result.
+
+    Anything unusual returns None, and globus-compute-common's messagepack
+    decides (and explains) instead; so this accepts nothing the library
+    would refuse that matters here: the task id, the data and the error.
+    """
+    if body[:1] != b"\x01":
+        return None
+    try:
+        envelope = json.loads(body[1:])
+        if envelope.get("message_type") != "result":
+            return None
+        data = envelope["data"]
+        task_id = str(uuid.UUID(data["task_id"]))
+        payload = data["data"]
+        details = data.get("error_details")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not isinstance(payload, str):
+        return None
+    if details is None:
+        return _completion(task_id, payload, None, "", timestamp)
+    if not isinstance(details, dict):
+        return None
+    code, message = details.get("code"), details.get("user_message")
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    return _completion(task_id, payload, code, message, timestamp)
 
 
 class ResultStream:

@@ -1,0 +1,61 @@
+"""Result messages: the fast path agrees with globus-compute-common on every real message."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result, ResultErrorDetails, Task
+
+from gateway.models import TaskState
+from gateway.upstreams.results import MAX_MESSAGE_BYTES, _decode_plain_result, decode
+
+
+def library_view(body: bytes) -> tuple[str, str, str, str]:
+    m = messagepack.unpack(body)
+    assert isinstance(m, Result)
+    d = m.error_details
+    return str(m.task_id), m.data, d.code if d else "", d.user_message if d else ""
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        Result(task_id=uuid.uuid4(), data="00\ngASVBAAAAAAAAABNOTAu\n"),
+        Result(task_id=uuid.uuid4(), data='11\n"h\\u00e9"'),
+        Result(
+            task_id=uuid.uuid4(),
+            data="Traceback (most recent call last):\nValueError: x",
+            details={"os": "Linux", "python_version": "3.11"},
+            error_details=ResultErrorDetails(code="RemoteExecutionError", user_message="boom"),
+            task_statuses=[],
+        ),
+    ],
+)
+def test_fast_path_reads_what_the_library_reads(result: Result) -> None:
+    body = messagepack.pack(result)
+    fast = _decode_plain_result(body, 12.5)
+    assert fast is not None
+    assert (fast.upstream_task_id, fast.data, fast.error_code, fast.error_message) == library_view(
+        body
+    )
+    assert fast.state == (TaskState.FAILED if result.error_details else TaskState.SUCCESS)
+    assert fast.completed_at == 12.5
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\x01{not json", "undecodable message"),
+        (b"\x02{}", "unknown protocol version"),
+        (messagepack.pack(Task(task_id=uuid.uuid4(), task_buffer="x")), "not a result message"),
+        (b'\x01{"message_type":"result","data":{"task_id":"zz","data":"x"}}', "valid UUID"),
+        (b"\x01" + b"x" * (MAX_MESSAGE_BYTES + 1), "over the"),
+        (b"", "undecodable message"),
+    ],
+)
+def test_unusable_messages_are_refused_with_a_reason(body: bytes, reason: str) -> None:
+    completion, problem = decode(body, None)
+    assert completion is None
+    assert reason in problem
