@@ -189,9 +189,7 @@ class Gateway:
         group = existing or GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
         if existing is not None and existing.endpoint_id != endpoint:
             group = GroupInfo(group.id, upstream, endpoint, group.upstream_group_id)
-        ids = self.store.accept(
-            group, tasks, submit_id, result_serializers, create_group=existing is None
-        ).result()
+        ids = self.store.accept(group, tasks, submit_id, result_serializers).result()
         pending = [
             PendingTask(
                 tid, group.id, endpoint, t.function_id, t.payload, tuple(result_serializers)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from gateway.errors import NotFound, StoreUnavailable
+from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.models import (
     UNFINISHED,
     Base,
@@ -325,10 +325,12 @@ class Store:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
-        *,
-        create_group: bool,
     ) -> Future[list[str]]:
-        """Store new tasks (and a new group); a repeated submit_id returns the first ids."""
+        """Store new tasks (and their group, if new); a repeated submit_id returns the first ids.
+
+        Whether the group exists is decided here, in the writer, so concurrent
+        first submits to one new group create it once.
+        """
         serializers = "\n".join(result_serializers)
 
         def op(conn: Connection) -> list[str]:
@@ -344,7 +346,14 @@ class Store:
                 return [by_key[k] for k in keys]
             now = time.time()
             self._delta[TaskState.ACCEPTED] += len(tasks)
-            if create_group:
+            known = conn.execute(
+                select(TaskGroup.upstream).where(TaskGroup.id == group.id)
+            ).scalar()
+            if known is not None and known != group.upstream:
+                raise InvalidRequest(
+                    f"task group {group.id} belongs to the {known} upstream, not {group.upstream}"
+                )
+            if known is None:
                 self._delta[GROUPS_KEY] += 1
                 conn.execute(
                     insert(TaskGroup).values(

@@ -36,12 +36,8 @@ def group() -> GroupInfo:
 
 def test_counts_follow_every_write(store: Store) -> None:
     g1, g2 = group(), group()
-    ids1 = store.accept(
-        g1, [NewTask("f", "p")] * 10, str(uuid.uuid4()), [], create_group=True
-    ).result()
-    ids2 = store.accept(
-        g2, [NewTask("f", "p")] * 5, str(uuid.uuid4()), [], create_group=True
-    ).result()
+    ids1 = store.accept(g1, [NewTask("f", "p")] * 10, str(uuid.uuid4()), []).result()
+    ids2 = store.accept(g2, [NewTask("f", "p")] * 5, str(uuid.uuid4()), []).result()
     store.mark_submitted({t: str(uuid.uuid4()) for t in ids1[:6]}).result()
     done = [Completion(TaskState.SUCCESS, "00\nx", task_id=t) for t in ids1[:4]]
     store.complete(done + done).result()  # duplicates in one batch
@@ -71,7 +67,7 @@ def test_counts_follow_every_write(store: Store) -> None:
 
 def test_duplicate_result_is_stored_once_and_reported_once(store: Store) -> None:
     g = group()
-    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), [], create_group=True).result()
+    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
     first, unknown = store.complete([Completion(TaskState.SUCCESS, "00\na", task_id=tid)]).result()
     second, _ = store.complete([Completion(TaskState.SUCCESS, "00\nb", task_id=tid)]).result()
     assert [e.data for e in first] == ["00\na"] and second == [] and unknown == []
@@ -80,7 +76,7 @@ def test_duplicate_result_is_stored_once_and_reported_once(store: Store) -> None
 
 def test_results_by_upstream_id_and_unknown_ids(store: Store) -> None:
     g = group()
-    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), [], create_group=True).result()
+    (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
     store.mark_submitted({tid: "up-1"}).result()
     events, unknown = store.complete(
         [
@@ -96,7 +92,15 @@ def test_retried_submit_id_returns_the_first_ids(store: Store) -> None:
     g = group()
     submit_id = str(uuid.uuid4())
     tasks = [NewTask("f", f"p{i}") for i in range(1500)]  # more than one IN (...) chunk
-    first = store.accept(g, tasks, submit_id, [], create_group=True).result()
-    again = store.accept(g, tasks, submit_id, [], create_group=False).result()
+    first = store.accept(g, tasks, submit_id, []).result()
+    again = store.accept(g, tasks, submit_id, []).result()
     assert first == again
     assert store.state_counts() == {TaskState.ACCEPTED: 1500}
+
+
+def test_concurrent_first_submits_create_the_group_once(store: Store) -> None:
+    g = group()
+    futures = [store.accept(g, [NewTask("f", "p")] * 3, str(uuid.uuid4()), []) for _ in range(5)]
+    assert all(len(f.result()) == 3 for f in futures)
+    assert store.group_count() == 1
+    assert (store.state_counts(), store.group_count()) == truth(store)
