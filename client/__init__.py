@@ -1,23 +1,49 @@
 """fxgate's client library: Executor, Client and futures, over local gRPC to the daemon.
 
 Needs only grpcio, protobuf and dill. Names mirror the Globus Compute SDK and
-funcX, so a script moves over by changing its import line.
+funcX, so a script moves over by changing its import line. Names are loaded
+on first use, so a short-lived command (`fxgate status`) pays only for what
+it touches.
 """
 
-from client.client import Batch, Client, FuncXClient
-from client.errors import (
-    DeserializationError,
-    FxgateError,
-    GatewayUnavailable,
-    RequestRefused,
-    SerializationError,
-    TaskExecutionFailed,
-    TaskPending,
-)
-from client.executor import Executor, FuncXExecutor
-from client.futures import ComputeFuture, FuncXFuture
+from __future__ import annotations
 
-FuncxTaskExecutionFailed = TaskExecutionFailed
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client.client import Batch, Client, FuncXClient
+    from client.errors import (
+        DeserializationError,
+        FxgateError,
+        GatewayUnavailable,
+        RequestRefused,
+        SerializationError,
+        TaskExecutionFailed,
+        TaskPending,
+    )
+    from client.executor import Executor, FuncXExecutor
+    from client.futures import ComputeFuture, FuncXFuture
+
+    FuncxTaskExecutionFailed = TaskExecutionFailed
+
+_HOMES = {
+    "Batch": "client.client",
+    "Client": "client.client",
+    "FuncXClient": "client.client",
+    "DeserializationError": "client.errors",
+    "FxgateError": "client.errors",
+    "GatewayUnavailable": "client.errors",
+    "RequestRefused": "client.errors",
+    "SerializationError": "client.errors",
+    "TaskExecutionFailed": "client.errors",
+    "FuncxTaskExecutionFailed": "client.errors",
+    "TaskPending": "client.errors",
+    "Executor": "client.executor",
+    "FuncXExecutor": "client.executor",
+    "ComputeFuture": "client.futures",
+    "FuncXFuture": "client.futures",
+}
 
 __all__ = [
     "Batch",
@@ -36,3 +62,13 @@ __all__ = [
     "TaskExecutionFailed",
     "TaskPending",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'client' has no attribute {name!r}")
+    attr = "TaskExecutionFailed" if name == "FuncxTaskExecutionFailed" else name
+    value = getattr(importlib.import_module(home), attr)
+    globals()[name] = value
+    return value

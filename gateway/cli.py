@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import load
 from gateway.errors import GatewayError
 
 
@@ -33,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import load
     from gateway.server import serve
 
     flags = {
@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from client import Client
+    from client.client import Client
     from client.errors import GatewayUnavailable
 
     try:

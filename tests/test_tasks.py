@@ -179,7 +179,7 @@ def test_status_counts(client: Client, executor: Executor) -> None:
     assert status["task_groups"] == 1
     assert status["upstreams"] == ["local"]
     assert status["max_payload_bytes"] == 10_000_000
-    assert status["upstream_status"]["local"].startswith("2 workers, 0 tasks at workers")
+    assert status["upstream_status"]["local"].startswith("2 of 2 workers started, 0 tasks at")
     assert status["watchers"] == 1  # the executor's stream
 
 

@@ -1,4 +1,4 @@
-"""The embedded upstream: a pool of worker processes on this machine.
+"""The embedded upstream: a pool of worker processes on this machine, started on first use.
 
 Unlike concurrent.futures.ProcessPoolExecutor, one worker that dies (a
 segfault, os._exit, the OOM killer) fails only the task it was running, and
@@ -81,9 +81,7 @@ class LocalUpstream:
         self._sink = sink
         self._functions = functions
         self._running = True
-        self._workers = [self._spawn() for _ in range(self._size)]
         self._thread.start()
-        log.info("local upstream: %d worker processes", self._size)
 
     def enqueue(self, tasks: Sequence[PendingTask]) -> None:
         with self._lock:
@@ -128,7 +126,10 @@ class LocalUpstream:
         with self._lock:
             queued = len(self._queue)
         running = sum(len(w.inflight) for w in self._workers)
-        return f"{len(self._workers)} workers, {running} tasks at workers, {queued} queued"
+        return (
+            f"{len(self._workers)} of {self._size} workers started, "
+            f"{running} tasks at workers, {queued} queued"
+        )
 
     # ------------------------------------------------------------ workers
     def _spawn(self) -> _Worker:
@@ -248,6 +249,15 @@ class LocalUpstream:
         return code
 
     def _dispatch(self) -> None:
+        if not self._workers:
+            with self._lock:
+                idle = not self._queue
+            if idle:
+                return
+            # Started on first use: a daemon that only serves Globus endpoints
+            # never pays for the pool.
+            self._workers = [self._spawn() for _ in range(self._size)]
+            log.info("local upstream: started %d worker processes", self._size)
         depth = max(1, min(MAX_DEPTH, int(BATCH_BELOW_S / max(self._avg_s, 1e-6))))
         for worker in self._workers:
             room = depth - len(worker.inflight)
