@@ -29,6 +29,8 @@ from gateway.upstreams.results import ResultStream
 log = logging.getLogger(__name__)
 
 STATUS_CHUNK = 128
+# Batches of different groups submitted side by side.
+SUBMIT_THREADS = 4
 # How often consumers of finished groups are let go.
 SWEEP_INTERVAL_S = 30.0
 
@@ -46,6 +48,9 @@ class GlobusUpstream:
         self._queue: deque[PendingTask] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._busy: set[str] = set()  # groups with a batch in flight
+        self._pause_until = 0.0  # the service asked us to wait (Retry-After)
+        self._delay = 0.5
         self._running = False
         self._fn_ids: dict[str, str] = {}
         self._group_ids: dict[str, str] = {}
@@ -71,10 +76,8 @@ class GlobusUpstream:
                 self.results.watch(group.upstream_group_id)
         self._running = True
         self.results.start()
-        for target, name in (
-            (self._submit_loop, "globus-submit"),
-            (self._poll_loop, "globus-poll"),
-        ):
+        targets = [(self._submit_loop, f"globus-submit-{n}") for n in range(SUBMIT_THREADS)]
+        for target, name in [*targets, (self._poll_loop, "globus-poll")]:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -125,49 +128,55 @@ class GlobusUpstream:
 
     # ------------------------------------------------------------ submit
     def _take(self) -> list[PendingTask]:
-        """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait."""
+        """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait.
+
+        One batch per group is in flight at a time (its first submit creates
+        the upstream group: two at once would create two), several groups'
+        batches go out side by side, and none while the service asked to wait.
+        """
         with self._cond:
-            while self._running and not self._queue:
-                self._cond.wait(1.0)
-            if not self._running:
-                return []
-            if len(self._queue) < self.settings.batch_size:
-                self._cond.wait(self.settings.batch_interval_ms / 1000)
-            first = self._queue[0]
-            key = (first.group_id, first.endpoint_id, first.result_serializers)
-            batch: list[PendingTask] = []
-            rest: deque[PendingTask] = deque()
-            while self._queue:
-                t = self._queue.popleft()
-                same = (t.group_id, t.endpoint_id, t.result_serializers) == key
-                if same and len(batch) < self.settings.batch_size:
-                    batch.append(t)
-                else:
-                    rest.append(t)
-                    if len(batch) >= self.settings.batch_size:
-                        break
-            rest.extend(self._queue)
-            self._queue = rest
-            self._in_flight += 1
-            return batch
+            coalesced = False
+            while self._running:
+                pause = self._pause_until - time.monotonic()
+                first = next((t for t in self._queue if t.group_id not in self._busy), None)
+                if pause > 0 or first is None:
+                    self._cond.wait(pause if pause > 0 else 1.0)
+                    continue
+                if not coalesced and len(self._queue) < self.settings.batch_size:
+                    coalesced = True
+                    self._cond.wait(self.settings.batch_interval_ms / 1000)
+                    continue
+                key = (first.group_id, first.endpoint_id, first.result_serializers)
+                batch: list[PendingTask] = []
+                rest: deque[PendingTask] = deque()
+                for t in self._queue:
+                    same = (t.group_id, t.endpoint_id, t.result_serializers) == key
+                    if same and len(batch) < self.settings.batch_size:
+                        batch.append(t)
+                    else:
+                        rest.append(t)
+                self._queue = rest
+                self._busy.add(first.group_id)
+                self._in_flight += 1
+                return batch
+            return []
 
     def _submit_loop(self) -> None:
-        delay = 0.5
         while self._running:
             batch = self._take()
             if not batch:
                 continue
             try:
                 self._submit(batch)
-                delay = 0.5
+                self._delay = 0.5
             except UpstreamError as exc:
                 if exc.retryable:
-                    wait = exc.retry_after if exc.retry_after is not None else delay
+                    wait = exc.retry_after if exc.retry_after is not None else self._delay
                     log.warning("submit of %d tasks deferred %.1f s: %s", len(batch), wait, exc)
                     with self._cond:
                         self._queue.extendleft(reversed(batch))
-                    time.sleep(wait)
-                    delay = min(delay * 2, 30.0)
+                        self._pause_until = time.monotonic() + wait
+                    self._delay = min(self._delay * 2, 30.0)
                 else:
                     log.error("web service refused %d tasks: %s", len(batch), exc)
                     self._fail(batch, str(exc))
@@ -177,6 +186,8 @@ class GlobusUpstream:
             finally:
                 with self._cond:
                     self._in_flight -= 1
+                    self._busy.discard(batch[0].group_id)
+                    self._cond.notify_all()
 
     def _upstream_function(self, function_id: str) -> str:
         found = self._fn_ids.get(function_id) or self.store.registration(
