@@ -72,6 +72,8 @@ COMPLETE_SQL = (
         payload=null(),
     )
 )
+# Submitted tasks whose upstream ids are kept in memory, at most.
+SUBMITTED_CACHE = 200_000
 GROUPS_KEY = "groups"
 QUARANTINE_KEY = "quarantined"
 # Attempts of a commit that met a locked or full database, before it fails.
@@ -202,8 +204,13 @@ class Store:
         # with commits, so `fxgate status` is O(1) however large the store.
         self._counts: Counter[object] = Counter()
         self._delta: Counter[object] = Counter()
+        self._on_commit: list[Callable[[], None]] = []  # memory changes a commit makes true
         self._counts_lock = threading.Lock()
         self._compiled: dict[int, Any] = {}
+        # Submitted tasks by upstream id: (task id, group id, state, upstream id).
+        # Only the writer thread touches it; every change of those tasks goes
+        # through the writer, so an entry is exact while it is there.
+        self._submitted: dict[str, tuple[str, str, int, str]] = {}
         self._after_commit: list[Callable[[list[Any]], None]] = []
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
 
@@ -271,11 +278,14 @@ class Store:
         seq_before = self._seq
         for attempt in range(RETRIES_WHEN_BUSY + 1):
             self._delta = Counter()
+            self._on_commit = []
             try:
                 with self.engine.begin() as conn:
                     results = [op(conn) for op, _ in batch]
                 with self._counts_lock:
                     self._counts.update(self._delta)
+                for action in self._on_commit:
+                    action()
                 break
             except OperationalError as exc:  # locked, busy, full: transient, maybe
                 self._seq = seq_before
@@ -428,7 +438,14 @@ class Store:
             by_id.update(
                 (r[0], r) for r in conn.execute(select(*cols).where(Task.id.in_(part))).all()
             )
-        wanted = [c.upstream_task_id for c in completions if not c.task_id and c.upstream_task_id]
+        wanted = []
+        for c in completions:
+            if not c.task_id and c.upstream_task_id:
+                cached = self._submitted.pop(c.upstream_task_id, None)
+                if cached is not None:
+                    by_upstream[c.upstream_task_id] = cached
+                else:
+                    wanted.append(c.upstream_task_id)
         for part in _chunks(wanted):
             rows = conn.execute(select(*cols).where(Task.upstream_task_id.in_(part))).all()
             by_upstream.update((str(r[3]), r) for r in rows)
@@ -494,8 +511,12 @@ class Store:
         params: list[Any] = [tuple(r[k] for k in order) for r in rows] if order else rows
         conn.exec_driver_sql(str(compiled), params)
 
-    def mark_submitted(self, upstream_ids: dict[str, str]) -> Future[None]:
-        """Record the upstream's task ids (task id -> upstream task id)."""
+    def mark_submitted(self, upstream_ids: dict[str, str], group_id: str = "") -> Future[None]:
+        """Record the upstream's task ids (task id -> upstream task id) of one group's tasks.
+
+        With the group named, the ids are also remembered in memory (bounded)
+        so that their results are matched without a query.
+        """
 
         def op(conn: Connection) -> None:
             moved = conn.execute(
@@ -509,6 +530,13 @@ class Store:
             ).rowcount
             self._delta[TaskState.ACCEPTED] -= moved
             self._delta[TaskState.SUBMITTED] += moved
+            room = SUBMITTED_CACHE - len(self._submitted)
+            if group_id and moved == len(upstream_ids) and room >= moved:
+                entries = {
+                    up: (tid, group_id, int(TaskState.SUBMITTED), up)
+                    for tid, up in upstream_ids.items()
+                }
+                self._on_commit.append(lambda: self._submitted.update(entries))
 
         return self.write(op)
 
@@ -566,6 +594,7 @@ class Store:
         return self.write(op)
 
     def _delete_group(self, conn: Connection, group_id: str) -> int:
+        self._submitted.clear()  # rare: forget every cached id rather than search
         for state, n in conn.execute(
             select(Task.state, func.count()).where(Task.group_id == group_id).group_by(Task.state)
         ):

@@ -104,3 +104,22 @@ def test_concurrent_first_submits_create_the_group_once(store: Store) -> None:
     assert all(len(f.result()) == 3 for f in futures)
     assert store.group_count() == 1
     assert (store.state_counts(), store.group_count()) == truth(store)
+
+
+def test_results_matched_from_memory_agree_with_the_database(store: Store) -> None:
+    g = group()
+    ids = store.accept(g, [NewTask("f", "p")] * 4, str(uuid.uuid4()), []).result()
+    ups = {t: str(uuid.uuid4()) for t in ids}
+    store.mark_submitted(ups, g.id).result()
+    done = [Completion(TaskState.SUCCESS, "00\nx", upstream_task_id=ups[t]) for t in ids[:2]]
+    events, unknown = store.complete(done + done).result()  # duplicates, from memory
+    assert sorted(e.task_id for e in events) == sorted(ids[:2]) and unknown == []
+    again, _ = store.complete(done).result()  # now from the database: already terminal
+    assert again == []
+    assert {e.group_id for e in events} == {g.id}
+    assert (store.state_counts(), store.group_count()) == truth(store)
+    assert store.release(g.id).result() == 4
+    late, unknown = store.complete(
+        [Completion(TaskState.SUCCESS, "00\nx", upstream_task_id=ups[ids[3]])]
+    ).result()
+    assert late == [] and len(unknown) == 1  # released: unknown, not resurrected

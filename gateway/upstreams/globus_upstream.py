@@ -229,7 +229,7 @@ class GlobusUpstream:
                 ignored.extend(ts)
                 continue
             mapping.update((t.task_id, up) for t, up in zip(ts, ids, strict=True))
-        self.store.mark_submitted(mapping).result()
+        self.store.mark_submitted(mapping, first.group_id).result()
         self.submitted += len(mapping)
         if ignored:
             self._fail(ignored, "the web service did not return a task id for this task")
