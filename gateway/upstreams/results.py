@@ -24,8 +24,6 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from globus_compute_common import messagepack
-from globus_compute_common.messagepack.message_types import Result
 
 from gateway.models import TaskState
 from gateway.store import Completion
@@ -66,6 +64,10 @@ def decode(body: bytes, timestamp: float | None) -> tuple[Completion | None, str
     fast = _decode_plain_result(body, timestamp)
     if fast is not None:
         return fast, ""
+    # Imported on first need: pydantic models cost the daemon ~8 MB of memory.
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import Result
+
     try:
         message = messagepack.unpack(body)
     except Exception as exc:  # noqa: BLE001 - any garbage is quarantined
