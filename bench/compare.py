@@ -46,6 +46,7 @@ from bench import (  # noqa: E402
 from bench.chart import latency_chart  # noqa: E402
 from bench.env import BenchEnv  # noqa: E402
 from bench.machine import git_state, header_lines, machine, versions  # noqa: E402
+from bench.procs import ForeignCpu  # noqa: E402
 from bench.report import Outcome, markdown  # noqa: E402
 from bench.sizes import SCALES, Scale  # noqa: E402
 
@@ -69,6 +70,7 @@ def run_one(key: str, env: BenchEnv, scale: Scale) -> Outcome:
     title, fn = SCENARIOS[key]
     log(f"{key}. {title}: running")
     source = git_state()  # the code its daemons run (the work tree may change under a run)
+    foreign = ForeignCpu()
     began = time.monotonic()
     try:
         outcome = fn(env, scale)
@@ -78,6 +80,12 @@ def run_one(key: str, env: BenchEnv, scale: Scale) -> Outcome:
         outcome = Outcome(key, title, [], False, {"errors": [detail]})
     outcome.seconds = time.monotonic() - began
     outcome.details["source"] = source
+    other = foreign.seconds()
+    outcome.details["foreign_cpu_s"] = other
+    outcome.notes.append(
+        f"other work on the machine used {other:.1f} CPU s during this scenario "
+        f"({other / outcome.seconds:.0%} of one core over its {outcome.seconds:.0f} s)"
+    )
     log(f"{key}. {title}: {outcome.seconds:.1f} s, correct={outcome.correct}")
     return outcome
 

@@ -31,18 +31,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+CODE_UNDER_TEST = ("gateway", "client", "pyproject.toml")
+
+
 def git_state() -> str:
-    """The commit measured, and whether the work tree differed from it."""
+    """The last commit of the code under test, and whether the work tree differs from it."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
-            ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+            ["git", "-C", str(root), "log", "-1", "--format=%h %s", "--", *CODE_UNDER_TEST],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--", *CODE_UNDER_TEST],
             capture_output=True,
             text=True,
             check=True,
@@ -98,7 +101,7 @@ def header_lines(
         f"- machine: {mach['cores']} cores ({mach['cpu']}), {mach['memory_gib']} GiB RAM, "
         f"{mach['platform']}",
         f"- Python {mach['python']}; {sw}",
-        f"- fxgate source: {mach['git']}",
+        f"- fxgate source (last commit of gateway/, client/): {mach['git']}",
         f"- other work on the machine: CPU {mach['cpu_busy_before_pct']:.0f}% busy in the "
         f"second before the run; load average (1, 5, 15 min) at start {mach['load_avg']}, "
         f"at end {load_end} (this run's own processes included)",

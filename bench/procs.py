@@ -133,6 +133,38 @@ def cpu_s(pid: int, *, children: bool = False) -> float:
     return total
 
 
+class ForeignCpu:
+    """CPU seconds that other work on the machine used meanwhile (not this run's processes).
+
+    On a small shared machine another session's test run can halve a result;
+    this says when. It sees processes alive at start or end (not ones that
+    came and went between) and skips kernel threads.
+    """
+
+    def __init__(self) -> None:
+        self.began = time.time()
+        self._start = self._snapshot()
+
+    @staticmethod
+    def _ours() -> set[int]:
+        me = psutil.Process()
+        return {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+    def _snapshot(self) -> dict[int, float]:
+        ours = self._ours()
+        out = {}
+        for p in psutil.process_iter(["pid", "ppid", "cpu_times"]):
+            pid, ppid, times = p.info["pid"], p.info["ppid"], p.info["cpu_times"]
+            if pid in ours or pid == 2 or ppid == 2 or times is None:
+                continue
+            out[pid] = times.user + times.system
+        return out
+
+    def seconds(self) -> float:
+        now = self._snapshot()
+        return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in now.items())
+
+
 class RssSampler:
     """Peaks of the summed RSS (and PSS) of watched processes, sampled every `interval` s.
 
