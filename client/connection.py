@@ -33,6 +33,20 @@ TRANSIENT = frozenset(
 )
 
 
+def transient(exc: grpc.RpcError) -> bool:
+    """Whether a failed call may succeed later unchanged (daemon restarting or busy).
+
+    RESOURCE_EXHAUSTED is transient only when gRPC itself refused a call over
+    the daemon's limit of concurrent calls; the daemon's own refusal of an
+    oversized payload uses the same code and is final.
+    """
+    code = exc.code()
+    if code in TRANSIENT:
+        return True
+    details = exc.details() or ""
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "Concurrent RPC limit" in details
+
+
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     """$FXGATE_STATE_DIR, else $XDG_STATE_HOME/fxgate, else ~/.local/state/fxgate."""
     if env.get("FXGATE_STATE_DIR"):
@@ -87,7 +101,7 @@ class Connection:
         try:
             return rpc()
         except grpc.RpcError as exc:
-            if exc.code() in TRANSIENT:
+            if transient(exc):
                 raise GatewayUnavailable(
                     f"no fxgate daemon answers at {self.address} ({what}); start one with "
                     "`fxgate serve` or set FXGATE_ADDRESS"
@@ -103,7 +117,7 @@ class Connection:
             try:
                 return rpc()
             except grpc.RpcError as exc:
-                if exc.code() not in TRANSIENT:
+                if not transient(exc):
                     raise refused(exc) from None
                 if stop is not None and stop.is_set():
                     raise GatewayUnavailable(f"gave up on {what}: the client is stopping") from None

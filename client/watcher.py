@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import grpc
 
 from client._proto import gateway_pb2 as pb
-from client.connection import TRANSIENT, Connection, refused
+from client.connection import Connection, refused, transient
 from client.futures import ComputeFuture, resolve
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class GroupWatcher:
                 code = exc.code()
                 if self._stop.is_set() or self._restart.is_set():
                     continue
-                if code in TRANSIENT:
+                if transient(exc):
                     log.info(
                         "watch of group %s interrupted (%s); resuming", self.group_id, code.name
                     )

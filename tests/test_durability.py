@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
+from pathlib import Path
 
 from client import Client, Executor
 from tests.daemon import DaemonProcess
@@ -171,3 +172,22 @@ def test_stale_socket_of_killed_daemon_is_replaced(daemon: DaemonProcess) -> Non
     daemon.start()
     with Client(address=daemon.address) as c:
         assert c.status()["version"]
+
+
+def test_a_daemon_at_its_call_limit_makes_clients_wait_not_fail(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_GRPC_THREADS": "2"})
+    d.start()
+    try:
+        first = Executor(endpoint_id="local", address=d.address)
+        second = Executor(endpoint_id="local", address=d.address)
+        # each keeps a watch stream open: both of the daemon's call slots are taken
+        assert first.submit(slow_square, 2).result(timeout=60) == 4
+        assert second.submit(slow_square, 3).result(timeout=60) == 9
+        with Executor(endpoint_id="local", address=d.address) as third:
+            waiting = third.submit(slow_square, 4)
+            assert not waiting.done()
+            first.shutdown()  # frees a slot
+            assert waiting.result(timeout=60) == 16
+        second.shutdown()
+    finally:
+        assert d.stop() == 0, d.log()
