@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 # How many commits a result for an unknown task waits for its submit answer.
 MAX_HOLDS = 50
+# ... and is looked at again at least this often before it counts as unknown.
+MIN_HOLDS = 2
 
 
 @dataclass
@@ -326,13 +328,16 @@ class ResultStream:
             d for d in deliveries if d.completion and d.completion.upstream_task_id in unknown
         ]
         safe = [d for d in deliveries if d not in orphans]
-        if orphans and self._submits_in_flight():
-            # The result may have overtaken the submit answer that names its task.
-            for d in orphans:
-                d.retries += 1
-                self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
-            self._held.extend(d for d in orphans if d.retries < MAX_HOLDS)
-            orphans = [d for d in orphans if d.retries >= MAX_HOLDS]
+        # The result may have overtaken the submit answer that names its task:
+        # hold it (unacked) and look again, always at least once after every
+        # submit that was in flight has committed.
+        busy = self._submits_in_flight()
+        hold = [d for d in orphans if d.retries < (MAX_HOLDS if busy else MIN_HOLDS)]
+        for d in hold:
+            d.retries += 1
+            self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
+        self._held.extend(hold)
+        orphans = [d for d in orphans if d not in hold]
         if orphans:
             for d in orphans:
                 task = d.completion.upstream_task_id if d.completion else ""
