@@ -262,17 +262,14 @@ class Gateway:
 
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks that have not started; returns those cancelled."""
-        ids = [_canonical_uuid(t, "task id") for t in task_ids]
-        known = self.store.task_groups_of(ids)
-        missing = [t for t in ids if t not in known]
-        if missing:
-            raise NotFound(f"unknown task ids: {', '.join(missing[:5])}")
+        upstream_of: dict[str, str] = {}
         by_upstream: dict[str, list[str]] = {}
-        for tid, (gid, state) in known.items():
-            if TaskState(state) == TaskState.ACCEPTED:
-                group = self.store.group(gid)
-                if group is not None:
-                    by_upstream.setdefault(group.upstream, []).append(tid)
+        for task in self.tasks(task_ids):  # NotFound for an unknown id
+            if task.state != TaskState.ACCEPTED:
+                continue
+            if task.group_id not in upstream_of:
+                upstream_of[task.group_id] = self.group(task.group_id).upstream
+            by_upstream.setdefault(upstream_of[task.group_id], []).append(task.task_id)
         withdrawn: set[str] = set()
         for name, tids in by_upstream.items():
             withdrawn |= self.upstreams[name].cancel(tids)

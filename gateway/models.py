@@ -22,10 +22,6 @@ class TaskState(enum.IntEnum):
     FAILED = 5
     CANCELLED = 6
 
-    @property
-    def terminal(self) -> bool:
-        return self >= TaskState.SUCCESS
-
 
 UNFINISHED = (TaskState.ACCEPTED, TaskState.SUBMITTED, TaskState.RUNNING)
 

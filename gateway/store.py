@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -773,18 +773,3 @@ class Store:
     def quarantine_count(self) -> int:
         with self._counts_lock:
             return self._counts[QUARANTINE_KEY]
-
-    def task_groups_of(self, task_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
-        """task id -> (group id, state) for the ids that exist."""
-        ids = list(task_ids)
-
-        def fn(c: Connection) -> dict[str, tuple[str, int]]:
-            out: dict[str, tuple[str, int]] = {}
-            for part in _chunks(ids):
-                for r in c.execute(
-                    select(Task.id, Task.group_id, Task.state).where(Task.id.in_(part))
-                ):
-                    out[r[0]] = (r[1], r[2])
-            return out
-
-        return self._read(fn)
