@@ -151,7 +151,7 @@ class Gateway:
     # ------------------------------------------------------------ submit
     def route(self, endpoint_id: str) -> tuple[str, str]:
         """(upstream name, canonical endpoint id) for an endpoint id."""
-        if endpoint_id in (LOCAL_ALIAS, self.local_endpoint_id):
+        if endpoint_id == LOCAL_ALIAS:
             return "local", self.local_endpoint_id
         canonical = _canonical_uuid(endpoint_id, "endpoint id")
         if canonical == self.local_endpoint_id:
@@ -180,15 +180,9 @@ class Gateway:
         for i, t in enumerate(tasks):
             self._check_task(i, t)
         group_id = _canonical_uuid(task_group_id, "task group id") if task_group_id else ""
-        existing = self.store.group(group_id) if group_id else None
-        if existing is not None and existing.upstream != upstream:
-            raise InvalidRequest(
-                f"task group {group_id} belongs to the {existing.upstream} upstream; "
-                f"endpoint {endpoint_id} is on the {upstream} upstream"
-            )
-        group = existing or GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
-        if existing is not None and existing.endpoint_id != endpoint:
-            group = GroupInfo(group.id, upstream, endpoint, group.upstream_group_id)
+        # Whether the group exists (and on which upstream) is decided by the
+        # store's writer, where concurrent first submits cannot race.
+        group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
         ids = self.store.accept(group, tasks, submit_id, result_serializers).result()
         pending = [
             PendingTask(

@@ -378,7 +378,8 @@ class Store:
             ).scalar()
             if known is not None and known != group.upstream:
                 raise InvalidRequest(
-                    f"task group {group.id} belongs to the {known} upstream, not {group.upstream}"
+                    f"task group {group.id} belongs to the {known} upstream; endpoint "
+                    f"{group.endpoint_id} is on the {group.upstream} upstream"
                 )
             if known is None:
                 self._delta[GROUPS_KEY] += 1

@@ -123,3 +123,14 @@ def test_results_matched_from_memory_agree_with_the_database(store: Store) -> No
         [Completion(TaskState.SUCCESS, "00\nx", upstream_task_id=ups[ids[3]])]
     ).result()
     assert late == [] and len(unknown) == 1  # released: unknown, not resurrected
+
+
+def test_a_group_stays_on_its_upstream(store: Store) -> None:
+    from gateway.errors import InvalidRequest
+
+    g = group()
+    store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
+    local = GroupInfo(g.id, "local", "local-endpoint", None)
+    with pytest.raises(InvalidRequest, match="belongs to the globus upstream"):
+        store.accept(local, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
+    assert store.state_counts() == {TaskState.ACCEPTED: 1}
