@@ -190,10 +190,11 @@ class LocalUpstream:
 
     def _finish(self, worker: _Worker, outcome: Done, done: list[Completion]) -> None:
         task_id, data, code, message, exc = outcome
-        while worker.inflight and worker.inflight[0].task_id != task_id:
-            worker.inflight.popleft()  # cannot happen: outcomes come back in order
-        if worker.inflight:
+        # A worker runs its tasks in the order it got them, one at a time.
+        if worker.inflight and worker.inflight[0].task_id == task_id:
             worker.inflight.popleft()
+        else:
+            log.error("worker pid %s reported task %s out of order", worker.process.pid, task_id)
         now = time.monotonic()
         self._avg_s = 0.8 * self._avg_s + 0.2 * (now - worker.started)
         worker.started = now
