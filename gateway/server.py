@@ -71,6 +71,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stopping = threading.Event()
+        self._stop_signal: int | None = None
         self._lock: IO[str] | None = None
         self.gateway: Gateway | None = None
         self.server: grpc.Server | None = None
@@ -133,12 +134,20 @@ class Daemon:
                 log.info("retention: released %d finished task groups", len(gone))
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
-        if not self._stopping.is_set():
-            log.info("received %s: draining", signal.Signals(signum).name)
-        self._stopping.set()
+        """The signal handler: only records the request (taking a lock here could deadlock)."""
+        self._stop_signal = signum
 
     def wait(self) -> None:
-        self._stopping.wait()
+        """Block until a stop signal arrives.
+
+        A signal may be delivered to any thread, and Python runs its handler
+        only when the main thread executes bytecode: so the main thread wakes
+        up regularly instead of blocking on a lock forever.
+        """
+        while self._stop_signal is None:
+            time.sleep(0.2)
+        log.info("received %s: draining", signal.Signals(self._stop_signal).name)
+        self._stopping.set()
 
     def stop(self) -> None:
         """Stop accepting calls, let running ones end, commit what is queued."""
