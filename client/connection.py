@@ -10,17 +10,16 @@ two minutes, far too slow for a daemon restart).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 
 from client._proto import gateway_pb2_grpc as pb_grpc
+from client.address import resolve_address
 from client.errors import GatewayUnavailable, RequestRefused
 
 log = logging.getLogger(__name__)
@@ -45,25 +44,6 @@ def transient(exc: grpc.RpcError) -> bool:
         return True
     details = exc.details() or ""
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "Concurrent RPC limit" in details
-
-
-def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """$FXGATE_STATE_DIR, else $XDG_STATE_HOME/fxgate, else ~/.local/state/fxgate."""
-    if env.get("FXGATE_STATE_DIR"):
-        return Path(env["FXGATE_STATE_DIR"])
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "fxgate"
-    return Path.home() / ".local" / "state" / "fxgate"
-
-
-def resolve_address(address: str | None = None, env: Mapping[str, str] = os.environ) -> str:
-    """The explicit address, else $FXGATE_ADDRESS, else the socket in the state dir."""
-    addr = address or env.get("FXGATE_ADDRESS") or ""
-    if not addr:
-        return f"unix://{default_state_dir(env) / 'gateway.sock'}"
-    if addr.startswith("/"):
-        return f"unix://{addr}"
-    return addr
 
 
 def open_channel(address: str) -> grpc.Channel:

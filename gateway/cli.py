@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
+from client.address import resolve_address, status_socket_path
 from gateway import __version__
 from gateway.errors import GatewayError
+
+STATUS_TIMEOUT_S = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from gateway.config import load
     from gateway.server import serve
 
@@ -50,15 +56,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from client.client import Client
-    from client.errors import GatewayUnavailable
+def _read_status(address: str) -> dict[str, Any]:
+    """The daemon's status document, read from its status socket (no gRPC: see status_socket)."""
+    path = status_socket_path(address)
+    if path is None:
+        raise GatewayError(f"address {address}: the status command reads unix:// sockets only")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(STATUS_TIMEOUT_S)
+        conn.connect(str(path))
+        with conn.makefile("rb") as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+    return document
 
+
+def _status(args: argparse.Namespace) -> int:
+    address = resolve_address(args.address)
     try:
-        with Client(address=args.address) as c:
-            st = c.status()
-    except GatewayUnavailable as exc:
-        print(f"fxgate: {exc}", file=sys.stderr)
+        st = _read_status(address)
+    except (OSError, ValueError) as exc:
+        print(
+            f"fxgate: no fxgate daemon answers at {address} ({exc}); start one with `fxgate serve`",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(st, indent=2))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.connection import default_state_dir, resolve_address
+from client.address import default_state_dir, resolve_address
 from gateway.errors import ConfigError
 
 DEFAULT_GLOBUS_BASE_URL = "https://compute.api.globus.org"

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import __version__
 from gateway.config import Settings
@@ -54,6 +55,21 @@ class Status:
     max_payload_bytes: int
     upstream_status: dict[str, str]
     watchers: int
+
+    def as_document(self) -> dict[str, Any]:
+        """Plain data in the shape `Client.status()` returns (the status socket's answer)."""
+        return {
+            "version": self.version,
+            "uptime_s": self.uptime_s,
+            "task_groups": self.task_groups,
+            "tasks": {state.name: count for state, count in sorted(self.tasks.items())},
+            "upstreams": self.upstreams,
+            "quarantined_messages": self.quarantined,
+            "local_endpoint_id": self.local_endpoint_id,
+            "max_payload_bytes": self.max_payload_bytes,
+            "upstream_status": self.upstream_status,
+            "watchers": self.watchers,
+        }
 
 
 class Gateway:

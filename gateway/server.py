@@ -21,10 +21,12 @@ from typing import IO
 import grpc
 
 from client._proto import gateway_pb2_grpc as pb_grpc
+from client.address import status_socket_path
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
 from gateway.service import Servicer
+from gateway.status_socket import StatusSocket
 from gateway.store import Store
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.local import LocalUpstream
@@ -75,6 +77,7 @@ class Daemon:
         self._lock: IO[str] | None = None
         self.gateway: Gateway | None = None
         self.server: grpc.Server | None = None
+        self.status_socket: StatusSocket | None = None
 
     def start(self) -> None:
         s = self.settings
@@ -96,6 +99,7 @@ class Daemon:
         )
         self._bind()
         self.server.start()
+        self._serve_status()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         log.info(
             "fxgate serving on %s (store %s, upstreams: %s, local endpoint %s)",
@@ -120,6 +124,12 @@ class Daemon:
             self.server.add_insecure_port(f"unix://{path}")
         finally:
             os.umask(old)
+
+    def _serve_status(self) -> None:
+        gateway, path = self.gateway, status_socket_path(self.settings.resolved_address)
+        assert gateway is not None and path is not None  # _bind refused other addresses
+        self.status_socket = StatusSocket(path, lambda: gateway.status().as_document())
+        self.status_socket.start()
 
     def _retention_loop(self) -> None:
         assert self.gateway is not None
@@ -152,6 +162,8 @@ class Daemon:
     def stop(self) -> None:
         """Stop accepting calls, let running ones end, commit what is queued."""
         self._stopping.set()
+        if self.status_socket is not None:
+            self.status_socket.stop()
         if self.gateway is not None:
             self.gateway.hub.close()  # end watch streams; clients reconnect later
         if self.server is not None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from client import Client, Executor, TaskExecutionFailed, TaskPending
+from tests.daemon import DaemonProcess
 
 
 def double(x: int) -> int:
@@ -123,10 +129,7 @@ def test_shutdown_then_submit_is_refused(executor: Executor) -> None:
         executor.submit(double, 1)
 
 
-def test_shutdown_cancel_futures_cancels_unsent(daemon: object) -> None:
-    from tests.daemon import DaemonProcess
-
-    assert isinstance(daemon, DaemonProcess)
+def test_shutdown_cancel_futures_cancels_unsent(daemon: DaemonProcess) -> None:
     ex = Executor(endpoint_id="local", address=daemon.address)
     futures = [ex.submit(double, i) for i in range(5000)]
     ex.shutdown(wait=True, cancel_futures=True)
@@ -181,6 +184,31 @@ def test_status_counts(client: Client, executor: Executor) -> None:
     assert status["max_payload_bytes"] == 10_000_000
     assert status["upstream_status"]["local"].startswith("2 of 2 workers started, 0 tasks at")
     assert status["watchers"] == 1  # the executor's stream
+
+
+def test_status_command_reads_the_status_socket_without_grpc(
+    daemon: DaemonProcess, client: Client, executor: Executor
+) -> None:
+    assert [executor.submit(double, i).result(timeout=60) for i in range(3)] == [0, 2, 4]
+    script = (
+        "import json, sys\n"
+        "from gateway.cli import main\n"
+        f"code = main(['status', '--json', '--address', {daemon.address!r}])\n"
+        "print(json.dumps({'code': code, 'grpc': 'grpc' in sys.modules}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    *document, verdict = out.stdout.strip().splitlines()
+    assert json.loads(verdict) == {"code": 0, "grpc": False}
+    by_command = json.loads("\n".join(document))
+    by_rpc = client.status()
+    assert by_command.pop("uptime_s") > 0
+    by_rpc.pop("uptime_s")
+    assert by_command == by_rpc
+    assert by_command["tasks"] == {"SUCCESS": 3}
+    status_socket = Path(daemon.address.removeprefix("unix://") + ".status")
+    assert stat.S_IMODE(status_socket.stat().st_mode) == 0o600
 
 
 def test_release_group_forgets_it(client: Client, executor: Executor) -> None:
