@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     null,
     select,
     update,
@@ -57,22 +58,57 @@ WriteOp = Callable[[Connection], Any]
 
 TASKS = cast(Table, Task.__table__)
 GROUPS = TaskGroup.__table__
+
+
+def _binds(*names: str) -> dict[str, Any]:
+    return {n: bindparam(n) for n in names}
+
+
+# The hot writes, compiled once (Store._executemany) and fed plain tuples in
+# the order of their names: SQLAlchemy's per-row parameter handling would
+# cost as much as SQLite's own work, and these columns need no conversion.
+ACCEPT_COLUMNS = (
+    "id",
+    "group_id",
+    "endpoint_id",
+    "function_id",
+    "payload",
+    "result_serializers",
+    "state",
+    "submit_key",
+    "error_code",
+    "error_message",
+    "exception",
+    "created_at",
+)
+ACCEPT_SQL = insert(TASKS).values(**_binds(*ACCEPT_COLUMNS))
+# A task the upstream took: its upstream id (only while it is still ACCEPTED).
+SUBMITTED_COLUMNS = ("upstream_task_id", "b_id")
+SUBMITTED_SQL = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .where(TASKS.c.state == literal_column(str(int(TaskState.ACCEPTED))))
+    .values(
+        upstream_task_id=bindparam("upstream_task_id"),
+        state=literal_column(str(int(TaskState.SUBMITTED))),
+    )
+)
 # A finished task: its result, state and place in the completion order.
+COMPLETE_COLUMNS = (
+    "state",
+    "data",
+    "error_code",
+    "error_message",
+    "exception",
+    "completed_at",
+    "seq",
+    "b_id",
+)
 COMPLETE_SQL = (
     update(TASKS)
     .where(TASKS.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("state"),
-        data=bindparam("data"),
-        error_code=bindparam("error_code"),
-        error_message=bindparam("error_message"),
-        exception=bindparam("exception"),
-        completed_at=bindparam("completed_at"),
-        seq=bindparam("seq"),
-        payload=null(),
-    )
+    .values(**_binds(*COMPLETE_COLUMNS[:-1]), payload=null())
 )
-# Submitted tasks whose upstream ids are kept in memory, at most.
 SUBMITTED_CACHE = 200_000
 GROUPS_KEY = "groups"
 QUARANTINE_KEY = "quarantined"
@@ -82,7 +118,7 @@ RETRIES_WHEN_BUSY = 3
 CHUNK = 900
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewTask:
     """A task as a client submitted it, before it has an id."""
 
@@ -104,7 +140,7 @@ class PendingTask:
     upstream_task_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completion:
     """A finished task as an upstream reports it, by our id or the upstream's."""
 
@@ -118,7 +154,7 @@ class Completion:
     completed_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskEvent:
     """A committed terminal state of one task, as watchers receive it."""
 
@@ -397,20 +433,14 @@ class Store:
                     update(TaskGroup).where(TaskGroup.id == group.id).values(updated_at=now)
                 )
             ids = [str(uuid.uuid4()) for _ in tasks]
-            conn.execute(
-                insert(TASKS),
+            accepted = int(TaskState.ACCEPTED)
+            self._executemany(
+                conn,
+                ACCEPT_SQL,
+                ACCEPT_COLUMNS,
                 [
-                    {
-                        "id": tid,
-                        "group_id": group.id,
-                        "endpoint_id": group.endpoint_id,
-                        "function_id": t.function_id,
-                        "payload": t.payload,
-                        "result_serializers": serializers,
-                        "state": int(TaskState.ACCEPTED),
-                        "submit_key": key,
-                        "created_at": now,
-                    }
+                    (tid, group.id, group.endpoint_id, t.function_id, t.payload, serializers)
+                    + (accepted, key, "", "", "", now)
                     for tid, t, key in zip(ids, tasks, keys, strict=True)
                 ],
             )
@@ -483,34 +513,35 @@ class Store:
             self._executemany(
                 conn,
                 COMPLETE_SQL,
+                COMPLETE_COLUMNS,
                 [
-                    {
-                        "b_id": e.task_id,
-                        "state": int(e.state),
-                        "data": e.data,
-                        "error_code": e.error_code,
-                        "error_message": e.error_message,
-                        "exception": e.exception,
-                        "completed_at": e.completed_at,
-                        "seq": e.seq,
-                    }
+                    (int(e.state), e.data, e.error_code, e.error_message, e.exception)
+                    + (e.completed_at, e.seq, e.task_id)
                     for e in events
                 ],
             )
         return events, unknown
 
-    def _executemany(self, conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
-        """executemany of a statement compiled once, without per-row processing.
+    def _executemany(
+        self, conn: Connection, stmt: Any, names: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> int:
+        """executemany of a statement compiled once; rows are tuples in the order of `names`.
 
-        For the hot write paths: SQLAlchemy's per-row parameter handling costs
-        as much as SQLite's own work; these columns need no type conversion.
+        Returns the number of rows the statement changed.
         """
         compiled = self._compiled.get(id(stmt))
         if compiled is None:
             compiled = self._compiled[id(stmt)] = stmt.compile(dialect=self.engine.dialect)
         order = compiled.positiontup
-        params: list[Any] = [tuple(r[k] for k in order) for r in rows] if order else rows
-        conn.exec_driver_sql(str(compiled), params)
+        params: list[Any]
+        if order is None:  # a named paramstyle (e.g. psycopg): dicts
+            params = [dict(zip(names, r, strict=True)) for r in rows]
+        elif list(order) == list(names):
+            params = rows
+        else:
+            where = [names.index(k) for k in order]
+            params = [tuple(r[i] for i in where) for r in rows]
+        return int(conn.exec_driver_sql(str(compiled), params).rowcount)
 
     def mark_submitted(self, upstream_ids: dict[str, str], group_id: str = "") -> Future[None]:
         """Record the upstream's task ids (task id -> upstream task id) of one group's tasks.
@@ -520,15 +551,9 @@ class Store:
         """
 
         def op(conn: Connection) -> None:
-            moved = conn.execute(
-                update(TASKS)
-                .where(TASKS.c.id == bindparam("b_id"))
-                .where(TASKS.c.state == int(TaskState.ACCEPTED)),
-                [
-                    {"b_id": tid, "upstream_task_id": up, "state": int(TaskState.SUBMITTED)}
-                    for tid, up in upstream_ids.items()
-                ],
-            ).rowcount
+            moved = self._executemany(
+                conn, SUBMITTED_SQL, SUBMITTED_COLUMNS, [(u, t) for t, u in upstream_ids.items()]
+            )
             self._delta[TaskState.ACCEPTED] -= moved
             self._delta[TaskState.SUBMITTED] += moved
             room = SUBMITTED_CACHE - len(self._submitted)

@@ -9,7 +9,13 @@ from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result, ResultErrorDetails, Task
 
 from gateway.models import TaskState
-from gateway.upstreams.results import MAX_MESSAGE_BYTES, _decode_plain_result, decode
+from gateway.upstreams.results import (
+    _SUCCESS_BYTES,
+    EXACT_MATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    _decode_plain_result,
+    decode,
+)
 
 
 def library_view(body: bytes) -> tuple[str, str, str, str]:
@@ -24,6 +30,10 @@ def library_view(body: bytes) -> tuple[str, str, str, str]:
     [
         Result(task_id=uuid.uuid4(), data="00\ngASVBAAAAAAAAABNOTAu\n"),
         Result(task_id=uuid.uuid4(), data='11\n"h\\u00e9"'),
+        Result(task_id=uuid.uuid4(), data='q"uo\\te\\n \u2603\x01\t"'),
+        Result(task_id=uuid.uuid4(), data=""),
+        Result(task_id=uuid.uuid4(), data="\\"),
+        Result(task_id=uuid.uuid4(), data="00\n" + "A" * 70_000),
         Result(
             task_id=uuid.uuid4(),
             data="Traceback (most recent call last):\nValueError: x",
@@ -42,6 +52,17 @@ def test_fast_path_reads_what_the_library_reads(result: Result) -> None:
     )
     assert fast.state == (TaskState.FAILED if result.error_details else TaskState.SUCCESS)
     assert fast.completed_at == 12.5
+
+
+def test_plain_successes_take_the_exact_bytes_path() -> None:
+    small = messagepack.pack(Result(task_id=uuid.uuid4(), data='00\nq"\\\n'))
+    assert len(small) <= EXACT_MATCH_BYTES and _SUCCESS_BYTES.match(small) is not None
+    failed = Result(
+        task_id=uuid.uuid4(),
+        data="Traceback",
+        error_details=ResultErrorDetails(code="RemoteExecutionError", user_message="boom"),
+    )
+    assert _SUCCESS_BYTES.match(messagepack.pack(failed)) is None
 
 
 @pytest.mark.parametrize(
