@@ -558,10 +558,8 @@ class Store:
             self._delta[TaskState.SUBMITTED] += moved
             room = SUBMITTED_CACHE - len(self._submitted)
             if group_id and moved == len(upstream_ids) and room >= moved:
-                entries = {
-                    up: (tid, group_id, int(TaskState.SUBMITTED), up)
-                    for tid, up in upstream_ids.items()
-                }
+                submitted = int(TaskState.SUBMITTED)
+                entries = {up: (tid, group_id, submitted, up) for tid, up in upstream_ids.items()}
                 self._on_commit.append(lambda: self._submitted.update(entries))
 
         return self.write(op)

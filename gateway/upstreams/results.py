@@ -45,6 +45,8 @@ EXACT_MATCH_BYTES = 64 * 1024
 
 # A result message larger than this is kept in quarantine, not stored as a result.
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
+# Most messages taken into one commit while a stream keeps coming.
+GATHER_MAX = 1000
 # How many commits a result for an unknown task waits for its submit answer.
 MAX_HOLDS = 50
 # ... and is looked at again at least this often before it counts as unknown.
@@ -262,7 +264,21 @@ class ResultStream:
         while not self._stop.is_set():
             self._sync_consumers()
             self._conn.process_data_events(time_limit=0.02)
+            self._gather()
             self._flush()
+
+    def _gather(self) -> None:
+        """While messages keep arriving, take them into this commit too.
+
+        A commit (and its acks, callbacks and fan-out) has a fixed cost; a
+        stream that outpaces the daemon is committed in batches of up to
+        GATHER_MAX instead of one per socket read. A lone message is not held
+        back: the first read that brings nothing new ends the gathering.
+        """
+        before = -1
+        while before != len(self._inbox) and len(self._inbox) < GATHER_MAX:
+            before = len(self._inbox)
+            self._conn.process_data_events(time_limit=0)
 
     def _sync_consumers(self) -> None:
         now = time.monotonic()
