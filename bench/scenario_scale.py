@@ -3,7 +3,8 @@
 The store is seeded directly (bench/seed.py) with groups of finished tasks,
 then a daemon is started on it. Measured: the daemon's RSS once serving,
 `fxgate status` as a user runs it (a new process: interpreter, imports, one
-RPC) and the Status RPC alone from a warm client, and re-attaching to one
+read of the daemon's status socket) and the Status RPC alone from a warm
+client, and re-attaching to one
 group among them from a new process. Then C client processes at once each
 submit k tasks in their own group and watch it while all results are
 published; the daemon's peak RSS is sampled and every client checks its values.
