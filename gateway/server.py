@@ -128,7 +128,11 @@ class Daemon:
     def _serve_status(self) -> None:
         gateway, path = self.gateway, status_socket_path(self.settings.resolved_address)
         assert gateway is not None and path is not None  # _bind refused other addresses
-        self.status_socket = StatusSocket(path, lambda: gateway.status().as_document())
+        try:
+            self.status_socket = StatusSocket(path, lambda: gateway.status().as_document())
+        except OSError as exc:  # e.g. a path over the 107 bytes a unix socket allows
+            log.warning("not serving the status socket %s (%s): `fxgate status` fails", path, exc)
+            return
         self.status_socket.start()
 
     def _retention_loop(self) -> None:

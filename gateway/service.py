@@ -68,17 +68,21 @@ def unary(method: F) -> F:
 
 
 def event_message(e: TaskEvent) -> pb.TaskEvent:
-    return pb.TaskEvent(
+    msg = pb.TaskEvent(
         task_id=e.task_id,
         state=int(e.state),  # type: ignore[arg-type]
         data=e.data,
-        error_code=e.error_code,
-        error_message=e.error_message,
-        exception=e.exception,
         upstream_task_id=e.upstream_task_id,
         completed_at=e.completed_at,
         seq=e.seq,
     )
+    if e.error_code or e.error_message or e.exception:  # a success sets none: skip them
+        msg.error_code, msg.error_message, msg.exception = (
+            e.error_code,
+            e.error_message,
+            e.exception,
+        )
+    return msg
 
 
 def _messages(events: list[TaskEvent], replay_done: bool) -> Iterator[pb.WatchResponse]:

@@ -482,6 +482,7 @@ class Store:
             by_upstream.update((str(r[3]), r) for r in rows)
         events: list[TaskEvent] = []
         unknown: list[Completion] = []
+        left: Counter[int] = Counter()  # states the completed tasks leave
         now = time.time()
         for c in completions:
             row = by_id.get(c.task_id) if c.task_id else by_upstream.get(c.upstream_task_id or "")
@@ -490,25 +491,28 @@ class Store:
                 continue
             if row[2] >= TaskState.SUCCESS:  # already terminal: a duplicate
                 continue
-            self._delta[TaskState(row[2])] -= 1
-            self._delta[c.state] += 1
+            left[row[2]] += 1
             by_id[row[0]] = (row[0], row[1], int(c.state), row[3])  # a duplicate is now terminal
             if c.upstream_task_id:
                 by_upstream[c.upstream_task_id] = by_id[row[0]]
+            self._seq += 1
             events.append(
                 TaskEvent(
-                    task_id=row[0],
-                    group_id=row[1],
-                    state=c.state,
-                    data=c.data,
-                    error_code=c.error_code,
-                    error_message=c.error_message,
-                    exception=c.exception,
-                    upstream_task_id=row[3] or "",
-                    completed_at=c.completed_at or now,
-                    seq=self._next_seq(),
+                    row[0],
+                    row[1],
+                    c.state,
+                    c.data,
+                    c.error_code,
+                    c.error_message,
+                    c.exception,
+                    row[3] or "",
+                    c.completed_at or now,
+                    self._seq,
                 )
             )
+        for state, n in left.items():
+            self._delta[TaskState(state)] -= n
+        self._delta.update(e.state for e in events)
         if events:
             self._executemany(
                 conn,

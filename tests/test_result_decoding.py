@@ -33,6 +33,8 @@ def library_view(body: bytes) -> tuple[str, str, str, str]:
         Result(task_id=uuid.uuid4(), data='q"uo\\te\\n \u2603\x01\t"'),
         Result(task_id=uuid.uuid4(), data=""),
         Result(task_id=uuid.uuid4(), data="\\"),
+        Result(task_id=uuid.uuid4(), data="a\nb\\nc\n"),
+        Result(task_id=uuid.uuid4(), data="\\\n"),
         Result(task_id=uuid.uuid4(), data="00\n" + "A" * 70_000),
         Result(
             task_id=uuid.uuid4(),
