@@ -53,7 +53,7 @@ MAX_HOLDS = 50
 MIN_HOLDS = 2
 
 
-@dataclass
+@dataclass(slots=True, eq=False)  # one a message; compared by identity
 class Delivery:
     """One message as received, until it is committed and acknowledged."""
 
