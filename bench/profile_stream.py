@@ -3,12 +3,13 @@
 The goals of scenario a are bounded by the daemon's CPU cost per result, so
 this measures that cost and splits it: a client submits N tasks, the fake
 service accepts them, and from the first publish until the client has every
-result, py-spy samples the daemon, counting only the thread that holds the
-GIL (so a sample is Python work, never a wait). The report gives the
-daemon's CPU seconds per result, each thread's share, the share of each
-library by the frame that was running (pika, SQL, gRPC, JSON, fxgate's own
-code), and the costliest functions. The raw samples (collapsed stacks, for
-a flamegraph) are saved beside the report.
+result the daemon is measured twice over. Exactly: each thread's CPU time
+from /proc (threads named by `py-spy dump`). By sampling: py-spy records the
+thread that holds the GIL, which splits the Python work by the library whose
+frame was running (pika, SQL, gRPC, JSON, fxgate's own code) and by function;
+approximate, as a thread blocked in C with the GIL released can still count
+as its holder. The raw samples (collapsed stacks, for a flamegraph)
+are saved beside the report.
 
 Run: python bench/profile_stream.py [--tasks 20000] [--out bench/results]
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.env import BenchEnv  # noqa: E402
 from bench.plan import publish, result_lines  # noqa: E402
-from bench.procs import cpu_s  # noqa: E402
 
 RATE_HZ = 500
 # Library of a sample, by the top package of the frame that was running
@@ -56,29 +58,58 @@ def _part(frame: str) -> str:
     return PARTS.get(path.split("/")[0], "other")
 
 
-def summarize(raw: Path, results: int, daemon_cpu_s: float) -> str:
-    """A markdown summary of py-spy's collapsed stacks."""
-    threads: collections.Counter[str] = collections.Counter()
+def thread_names(spy: str, pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from `py-spy dump`."""
+    dump = subprocess.run(
+        [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', dump, re.M)}
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _function(frame: str) -> str:
+    """A py-spy frame without its line number: `function (package/module.py)`."""
+    return frame.rpartition(":")[0] + ")" if frame.endswith(")") else frame
+
+
+def summarize(raw: Path, results: int, by_thread: dict[str, float]) -> str:
+    """A markdown summary: exact CPU by thread, then py-spy's samples by library and function."""
     parts: collections.Counter[str] = collections.Counter()
-    leaves: collections.Counter[str] = collections.Counter()
+    functions: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         n = int(count)
         total += n
-        threads[frames[0].rpartition("): ")[2] or frames[0]] += n
         parts[_part(frames[-1])] += n
-        leaves[frames[-1]] += n
-    per_result_us = daemon_cpu_s / results * 1e6
+        functions[_function(frames[-1])] += n
+    spent = sum(by_thread.values())
     out = [
-        f"daemon CPU from first publish to last result: {daemon_cpu_s:.2f} s for "
-        f"{results:,} results = {per_result_us:.0f} µs a result; {total:,} samples "
-        f"at {RATE_HZ} Hz of the thread holding the GIL",
+        f"daemon CPU from first publish to last result: {spent:.2f} s for {results:,} results "
+        f"= {spent / results * 1e6:.0f} µs a result",
         "",
-        "| thread | share |",
-        "|---|---:|",
-        *(f"| {name} | {n / total:.0%} |" for name, n in threads.most_common(8)),
+        "| thread | CPU s | µs a result |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {s:.3f} | {s / results * 1e6:.1f} |"
+            for name, s in sorted(by_thread.items(), key=lambda kv: -kv[1])
+            if s > 0
+        ),
+        "",
+        f"py-spy: {total:,} samples at {RATE_HZ} Hz of the thread holding the GIL",
         "",
         "| running in | share |",
         "|---|---:|",
@@ -86,7 +117,7 @@ def summarize(raw: Path, results: int, daemon_cpu_s: float) -> str:
         "",
         "| function (self) | share |",
         "|---|---:|",
-        *(f"| `{name}` | {n / total:.1%} |" for name, n in leaves.most_common(15)),
+        *(f"| `{name}` | {n / total:.1%} |" for name, n in functions.most_common(15)),
     ]
     return "\n".join(out) + "\n"
 
@@ -110,16 +141,18 @@ def main(argv: list[str] | None = None) -> int:
             worker = env.start_worker("profile-client", spec)
             tasks = env.await_tasks(since, args.tasks, [worker])
             env.wait_consumers({env.fake.queue_name(t.task_group_id) for t in tasks})
-            before = cpu_s(daemon.proc.pid)
+            pid = daemon.proc.pid
+            names = thread_names(spy, pid)
+            before = thread_cpu(pid)
             sampler = subprocess.Popen(
-                [spy, "record", "--pid", str(daemon.proc.pid), "--gil", "--threads"]
-                + ["--rate", str(RATE_HZ), "--format", "raw", "--output", str(raw)],
+                [spy, "record", "--pid", str(pid), "--gil", "--threads", "--rate", str(RATE_HZ)]
+                + ["--format", "raw", "--output", str(raw)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             publish(env, "profile-publisher", result_lines(env, tasks))
             out = env.collect(worker)
-            spent = cpu_s(daemon.proc.pid) - before
+            after = thread_cpu(pid)
             sampler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
             sampler.wait(timeout=60)
             env.stop_daemon(daemon)
@@ -128,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if not out.get("correct"):
         print(f"the client saw wrong results: {out.get('errors')}", file=sys.stderr)
         return 1
-    report = summarize(raw, args.tasks, spent)
+    by_thread: dict[str, float] = collections.defaultdict(float)
+    for tid, seconds in after.items():
+        by_thread[names.get(tid, "threads started later")] += seconds - before.get(tid, 0.0)
+    report = summarize(raw, args.tasks, by_thread)
     path = raw.with_suffix(".md")
     path.write_text(f"# Daemon profile, scenario a ({date})\n\n" + report)
     print(report)
