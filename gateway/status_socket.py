@@ -40,6 +40,8 @@ class StatusSocket:
                     self.wfile.write(body)
                 except OSError as exc:
                     log.debug("status reader on %s went away: %s", outer.path, exc)
+                except Exception:  # noqa: BLE001 - a broken answer must not end the thread
+                    log.exception("could not answer on the status socket %s", outer.path)
 
         self.path.unlink(missing_ok=True)  # stale socket of a dead daemon; the lock proves it
         old = os.umask(0o177)

@@ -109,6 +109,7 @@ COMPLETE_SQL = (
     .where(TASKS.c.id == bindparam("b_id"))
     .values(**_binds(*COMPLETE_COLUMNS[:-1]), payload=null())
 )
+# Submitted tasks whose upstream ids are kept in memory, at most.
 SUBMITTED_CACHE = 200_000
 GROUPS_KEY = "groups"
 QUARANTINE_KEY = "quarantined"
@@ -351,10 +352,6 @@ class Store:
         if isinstance(exc, SQLAlchemyError):
             return StoreUnavailable(f"database error: {exc}")
         return exc
-
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
 
     # ------------------------------------------------------------- writes
     def meta_value(self, key: str, default: Callable[[], str]) -> str:

@@ -67,6 +67,17 @@ def test_plain_successes_take_the_exact_bytes_path() -> None:
     assert _SUCCESS_BYTES.match(messagepack.pack(failed)) is None
 
 
+def _exact_shape(data: bytes) -> bytes:
+    """A body in the exact shape of a success, with `data` as its raw JSON string body."""
+    return (
+        b'\x01{"message_type":"result","data":{"task_id":"'
+        + str(uuid.uuid4()).encode()
+        + b'","data":"'
+        + data
+        + b'","details":null,"error_details":null,"task_statuses":null}}'
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -76,6 +87,9 @@ def test_plain_successes_take_the_exact_bytes_path() -> None:
         (b'\x01{"message_type":"result","data":{"task_id":"zz","data":"x"}}', "valid UUID"),
         (b"\x01" + b"x" * (MAX_MESSAGE_BYTES + 1), "over the"),
         (b"", "undecodable message"),
+        (_exact_shape(b"\xff\xfe"), "UnicodeDecodeError"),
+        (_exact_shape(b"a\nb"), "Invalid control character"),
+        (_exact_shape(b"bad \\x escape"), "Invalid \\escape"),
     ],
 )
 def test_unusable_messages_are_refused_with_a_reason(body: bytes, reason: str) -> None:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _SUCCESS_BYTES = re.compile(
     rb'\x01\{"message_type":"result","data":\{"task_id":"'
     rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    rb'","data":"((?:[^"\\]++|\\.)*+)",'
+    rb'","data":"((?:[^"\\\x00-\x1f]++|\\.)*+)",'
     rb'"details":null,"error_details":null,"task_statuses":null\}\}\Z'
 )
 # Past this size the regex loses to the JSON parser (escapes are matched one by one).
@@ -135,7 +135,11 @@ def _decode_plain_result(body: bytes, timestamp: float | None) -> Completion | N
         return None
     exact = _SUCCESS_BYTES.match(body) if len(body) <= EXACT_MATCH_BYTES else None
     if exact is not None:  # 60% of the JSON path's cost; same answer
-        return _completion(exact[1].decode(), _json_string(exact[2]), None, "", timestamp)
+        try:
+            data = _json_string(exact[2])
+        except ValueError:  # not UTF-8, or a bad escape: the library explains why
+            return None
+        return _completion(exact[1].decode(), data, None, "", timestamp)
     try:
         envelope = json.loads(body[1:])
         if envelope.get("message_type") != "result":
