@@ -248,7 +248,6 @@ class Store:
         # Only the writer thread touches it; every change of those tasks goes
         # through the writer, so an entry is exact while it is there.
         self._submitted: dict[str, tuple[str, str, int, str]] = {}
-        self._after_commit: list[Callable[[list[Any]], None]] = []
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
 
     # ----------------------------------------------------------------- life

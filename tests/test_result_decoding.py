@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
@@ -96,3 +97,14 @@ def test_unusable_messages_are_refused_with_a_reason(body: bytes, reason: str) -
     completion, problem = decode(body, None)
     assert completion is None
     assert reason in problem
+
+
+def test_exact_bytes_path_agrees_with_the_library_on_random_text() -> None:
+    rng = random.Random(5)
+    alphabet = ["a", "\n", "\\", '"', "n", "\t", "é", "\x01", "/", "\x7f", "☃", "u"]
+    for _ in range(2000):
+        data = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        body = messagepack.pack(Result(task_id=uuid.uuid4(), data=data))
+        completion, problem = decode(body, None)
+        assert completion is not None, problem
+        assert (completion.upstream_task_id, completion.data) == library_view(body)[:2]
