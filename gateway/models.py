@@ -1,15 +1,17 @@
-"""The SQL schema of the daemon's durable state (SQLAlchemy 2.x typed models).
+"""The SQL schema of the daemon's durable state (SQLAlchemy Core tables).
 
 Function code, payloads and results are stored as the opaque strings the
 client sent or the upstream returned: the daemon never deserializes them.
+Core tables, not ORM classes: every query is written in SQL terms anyway,
+and the ORM would cost each query its per-execution setup and the daemon
+~6 MB of memory.
 """
 
 from __future__ import annotations
 
 import enum
 
-from sqlalchemy import Float, Index, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
 
 
 class TaskState(enum.IntEnum):
@@ -26,76 +28,77 @@ class TaskState(enum.IntEnum):
 UNFINISHED = (TaskState.ACCEPTED, TaskState.SUBMITTED, TaskState.RUNNING)
 
 
-class Base(DeclarativeBase):
-    pass
+METADATA = MetaData()
 
+# Small facts about this store, such as the local endpoint's stable id.
+META = Table(
+    "meta",
+    METADATA,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 
-class Meta(Base):
-    """Small facts about this store, such as the local endpoint's stable id."""
-
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class TaskGroup(Base):
-    __tablename__ = "task_groups"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    upstream: Mapped[str] = mapped_column(String(16))
-    endpoint_id: Mapped[str] = mapped_column(String(36))
+GROUPS = Table(
+    "task_groups",
+    METADATA,
+    Column("id", String(36), primary_key=True),
+    Column("upstream", String(16), nullable=False),
+    Column("endpoint_id", String(36), nullable=False),
     # The id the upstream assigned at the group's first submit (Globus only).
-    upstream_group_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float, index=True)
+    Column("upstream_group_id", String(36), index=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False, index=True),
+)
 
+FUNCTIONS = Table(
+    "functions",
+    METADATA,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
 
-class Function(Base):
-    __tablename__ = "functions"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(256))
-    code: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Float)
+# A function's id at one upstream, so it is registered there only once.
+REGISTRATIONS = Table(
+    "function_registrations",
+    METADATA,
+    Column("function_id", String(36), primary_key=True),
+    Column("upstream_key", String(256), primary_key=True),
+    Column("upstream_function_id", String(64), nullable=False),
+)
 
-
-class FunctionRegistration(Base):
-    """A function's id at one upstream, so it is registered there only once."""
-
-    __tablename__ = "function_registrations"
-    function_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    upstream_key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    upstream_function_id: Mapped[str] = mapped_column(String(64))
-
-
-class Task(Base):
-    __tablename__ = "tasks"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    group_id: Mapped[str] = mapped_column(String(36))
-    endpoint_id: Mapped[str] = mapped_column(String(36))
-    function_id: Mapped[str] = mapped_column(String(36))
-    payload: Mapped[str | None] = mapped_column(Text)
-    result_serializers: Mapped[str] = mapped_column(Text, default="")
-    state: Mapped[int] = mapped_column(Integer, index=True)
+TASKS = Table(
+    "tasks",
+    METADATA,
+    Column("id", String(36), primary_key=True),
+    Column("group_id", String(36), nullable=False),
+    Column("endpoint_id", String(36), nullable=False),
+    Column("function_id", String(36), nullable=False),
+    Column("payload", Text),
+    Column("result_serializers", Text, nullable=False, default=""),
+    Column("state", Integer, nullable=False, index=True),
     # "<submit_id>:<index>": makes a retried Submit accept nothing twice.
-    submit_key: Mapped[str] = mapped_column(String(80), unique=True)
-    upstream_task_id: Mapped[str | None] = mapped_column(String(36), unique=True)
-    data: Mapped[str | None] = mapped_column(Text)
-    error_code: Mapped[str] = mapped_column(String(64), default="")
-    error_message: Mapped[str] = mapped_column(Text, default="")
-    exception: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[float] = mapped_column(Float)
-    completed_at: Mapped[float | None] = mapped_column(Float)
+    Column("submit_key", String(80), nullable=False, unique=True),
+    Column("upstream_task_id", String(36), unique=True),
+    Column("data", Text),
+    Column("error_code", String(64), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("exception", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("completed_at", Float),
     # Order of completion across the store; a watcher resumes after a seq.
-    seq: Mapped[int | None] = mapped_column(Integer)
+    Column("seq", Integer),
+    Index("ix_tasks_group_seq", "group_id", "seq"),
+)
 
-    __table_args__ = (Index("ix_tasks_group_seq", "group_id", "seq"),)
-
-
-class QuarantinedMessage(Base):
-    """A broker message that could not be used, kept for a person to look at."""
-
-    __tablename__ = "quarantine"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(256))
-    reason: Mapped[str] = mapped_column(Text)
-    body: Mapped[bytes] = mapped_column()
-    received_at: Mapped[float] = mapped_column(Float)
+# A broker message that could not be used, kept for a person to look at.
+QUARANTINE = Table(
+    "quarantine",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("received_at", Float, nullable=False),
+)

@@ -19,12 +19,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     bindparam,
     create_engine,
     delete,
@@ -40,14 +39,14 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.models import (
+    FUNCTIONS,
+    GROUPS,
+    META,
+    METADATA,
+    QUARANTINE,
+    REGISTRATIONS,
+    TASKS,
     UNFINISHED,
-    Base,
-    Function,
-    FunctionRegistration,
-    Meta,
-    QuarantinedMessage,
-    Task,
-    TaskGroup,
     TaskState,
 )
 
@@ -55,9 +54,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriteOp = Callable[[Connection], Any]
-
-TASKS = cast(Table, Task.__table__)
-GROUPS = TaskGroup.__table__
 
 
 def _binds(*names: str) -> dict[str, Any]:
@@ -180,16 +176,16 @@ class GroupInfo:
 
 
 EVENT_COLUMNS = (
-    Task.id,
-    Task.group_id,
-    Task.state,
-    Task.data,
-    Task.error_code,
-    Task.error_message,
-    Task.exception,
-    Task.upstream_task_id,
-    Task.completed_at,
-    Task.seq,
+    TASKS.c.id,
+    TASKS.c.group_id,
+    TASKS.c.state,
+    TASKS.c.data,
+    TASKS.c.error_code,
+    TASKS.c.error_message,
+    TASKS.c.exception,
+    TASKS.c.upstream_task_id,
+    TASKS.c.completed_at,
+    TASKS.c.seq,
 )
 
 
@@ -254,16 +250,18 @@ class Store:
     def open(self) -> None:
         """Create the schema if needed and start the writer."""
         try:
-            Base.metadata.create_all(self.engine)
+            METADATA.create_all(self.engine)
             with self.engine.connect() as conn:
-                self._seq = conn.execute(select(func.max(Task.seq))).scalar() or 0
-                for state, n in conn.execute(select(Task.state, func.count()).group_by(Task.state)):
+                self._seq = conn.execute(select(func.max(TASKS.c.seq))).scalar() or 0
+                for state, n in conn.execute(
+                    select(TASKS.c.state, func.count()).group_by(TASKS.c.state)
+                ):
                     self._counts[TaskState(state)] = n
                 self._counts[GROUPS_KEY] = conn.execute(
-                    select(func.count()).select_from(TaskGroup)
+                    select(func.count()).select_from(GROUPS)
                 ).scalar_one()
                 self._counts[QUARANTINE_KEY] = conn.execute(
-                    select(func.count()).select_from(QuarantinedMessage)
+                    select(func.count()).select_from(QUARANTINE)
                 ).scalar_one()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot open database {self.safe_url}: {exc}") from None
@@ -357,21 +355,23 @@ class Store:
         """A stored fact, created with default() the first time it is asked for."""
 
         def op(conn: Connection) -> str:
-            found = conn.execute(select(Meta.value).where(Meta.key == key)).scalar()
+            found = conn.execute(select(META.c.value).where(META.c.key == key)).scalar()
             if found is not None:
                 return str(found)
             value = default()
-            conn.execute(insert(Meta).values(key=key, value=value))
+            conn.execute(insert(META).values(key=key, value=value))
             return value
 
         return self.write_wait(op)
 
     def register_function(self, function_id: str, name: str, code: str) -> Future[None]:
         def op(conn: Connection) -> None:
-            exists = conn.execute(select(Function.id).where(Function.id == function_id)).scalar()
+            exists = conn.execute(
+                select(FUNCTIONS.c.id).where(FUNCTIONS.c.id == function_id)
+            ).scalar()
             if exists is None:
                 conn.execute(
-                    insert(Function).values(
+                    insert(FUNCTIONS).values(
                         id=function_id, name=name, code=code, created_at=time.time()
                     )
                 )
@@ -394,20 +394,18 @@ class Store:
 
         def op(conn: Connection) -> list[str]:
             keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
-            first = conn.execute(select(Task.id).where(Task.submit_key == keys[0])).scalar()
+            first = conn.execute(select(TASKS.c.id).where(TASKS.c.submit_key == keys[0])).scalar()
             if first is not None:  # a retry of a batch committed before
                 by_key: dict[str, str] = {}
                 for part in _chunks(keys):
                     for key, tid in conn.execute(
-                        select(Task.submit_key, Task.id).where(Task.submit_key.in_(part))
+                        select(TASKS.c.submit_key, TASKS.c.id).where(TASKS.c.submit_key.in_(part))
                     ):
                         by_key[key] = tid
                 return [by_key[k] for k in keys]
             now = time.time()
             self._delta[TaskState.ACCEPTED] += len(tasks)
-            known = conn.execute(
-                select(TaskGroup.upstream).where(TaskGroup.id == group.id)
-            ).scalar()
+            known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
             if known is not None and known != group.upstream:
                 raise InvalidRequest(
                     f"task group {group.id} belongs to the {known} upstream; endpoint "
@@ -416,7 +414,7 @@ class Store:
             if known is None:
                 self._delta[GROUPS_KEY] += 1
                 conn.execute(
-                    insert(TaskGroup).values(
+                    insert(GROUPS).values(
                         id=group.id,
                         upstream=group.upstream,
                         endpoint_id=group.endpoint_id,
@@ -425,9 +423,7 @@ class Store:
                     )
                 )
             else:
-                conn.execute(
-                    update(TaskGroup).where(TaskGroup.id == group.id).values(updated_at=now)
-                )
+                conn.execute(update(GROUPS).where(GROUPS.c.id == group.id).values(updated_at=now))
             ids = [str(uuid.uuid4()) for _ in tasks]
             accepted = int(TaskState.ACCEPTED)
             self._executemany(
@@ -458,12 +454,12 @@ class Store:
     def _complete(
         self, conn: Connection, completions: Sequence[Completion]
     ) -> tuple[list[TaskEvent], list[Completion]]:
-        cols = (Task.id, Task.group_id, Task.state, Task.upstream_task_id)
+        cols = (TASKS.c.id, TASKS.c.group_id, TASKS.c.state, TASKS.c.upstream_task_id)
         by_id: dict[str, Any] = {}
         by_upstream: dict[str, Any] = {}
         for part in _chunks([c.task_id for c in completions if c.task_id]):
             by_id.update(
-                (r[0], r) for r in conn.execute(select(*cols).where(Task.id.in_(part))).all()
+                (r[0], r) for r in conn.execute(select(*cols).where(TASKS.c.id.in_(part))).all()
             )
         wanted = []
         for c in completions:
@@ -474,7 +470,7 @@ class Store:
                 else:
                     wanted.append(c.upstream_task_id)
         for part in _chunks(wanted):
-            rows = conn.execute(select(*cols).where(Task.upstream_task_id.in_(part))).all()
+            rows = conn.execute(select(*cols).where(TASKS.c.upstream_task_id.in_(part))).all()
             by_upstream.update((str(r[3]), r) for r in rows)
         events: list[TaskEvent] = []
         unknown: list[Completion] = []
@@ -567,8 +563,8 @@ class Store:
     def set_upstream_group(self, group_id: str, upstream_group_id: str) -> Future[None]:
         def op(conn: Connection) -> None:
             conn.execute(
-                update(TaskGroup)
-                .where(TaskGroup.id == group_id)
+                update(GROUPS)
+                .where(GROUPS.c.id == group_id)
                 .values(upstream_group_id=upstream_group_id)
             )
 
@@ -579,12 +575,12 @@ class Store:
     ) -> Future[None]:
         def op(conn: Connection) -> None:
             conn.execute(
-                delete(FunctionRegistration)
-                .where(FunctionRegistration.function_id == function_id)
-                .where(FunctionRegistration.upstream_key == upstream_key)
+                delete(REGISTRATIONS)
+                .where(REGISTRATIONS.c.function_id == function_id)
+                .where(REGISTRATIONS.c.upstream_key == upstream_key)
             )
             conn.execute(
-                insert(FunctionRegistration).values(
+                insert(REGISTRATIONS).values(
                     function_id=function_id,
                     upstream_key=upstream_key,
                     upstream_function_id=upstream_id,
@@ -600,7 +596,7 @@ class Store:
         def op(conn: Connection) -> None:
             self._delta[QUARANTINE_KEY] += len(rows)
             conn.execute(
-                insert(QuarantinedMessage),
+                insert(QUARANTINE),
                 [{"source": s, "reason": r, "body": b, "received_at": now} for s, r, b in rows],
             )
 
@@ -610,7 +606,7 @@ class Store:
         """Delete a group and its tasks; the count of tasks deleted."""
 
         def op(conn: Connection) -> int:
-            found = conn.execute(select(TaskGroup.id).where(TaskGroup.id == group_id)).scalar()
+            found = conn.execute(select(GROUPS.c.id).where(GROUPS.c.id == group_id)).scalar()
             if found is None:
                 raise NotFound(f"unknown task group {group_id}")
             return self._delete_group(conn, group_id)
@@ -620,12 +616,14 @@ class Store:
     def _delete_group(self, conn: Connection, group_id: str) -> int:
         self._submitted.clear()  # rare: forget every cached id rather than search
         for state, n in conn.execute(
-            select(Task.state, func.count()).where(Task.group_id == group_id).group_by(Task.state)
+            select(TASKS.c.state, func.count())
+            .where(TASKS.c.group_id == group_id)
+            .group_by(TASKS.c.state)
         ):
             self._delta[TaskState(state)] -= n
         self._delta[GROUPS_KEY] -= 1
-        count = conn.execute(delete(Task).where(Task.group_id == group_id)).rowcount
-        conn.execute(delete(TaskGroup).where(TaskGroup.id == group_id))
+        count = conn.execute(delete(TASKS).where(TASKS.c.group_id == group_id)).rowcount
+        conn.execute(delete(GROUPS).where(GROUPS.c.id == group_id))
         return int(count)
 
     def expire(self, older_than: float) -> Future[list[str]]:
@@ -633,17 +631,15 @@ class Store:
 
         def op(conn: Connection) -> list[str]:
             stale = list(
-                conn.execute(
-                    select(TaskGroup.id).where(TaskGroup.updated_at < older_than)
-                ).scalars()
+                conn.execute(select(GROUPS.c.id).where(GROUPS.c.updated_at < older_than)).scalars()
             )
             gone = []
             for gid in stale:
                 open_tasks = conn.execute(
                     select(func.count())
-                    .select_from(Task)
-                    .where(Task.group_id == gid)
-                    .where(Task.state.in_([int(s) for s in UNFINISHED]))
+                    .select_from(TASKS)
+                    .where(TASKS.c.group_id == gid)
+                    .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
                 ).scalar_one()
                 if open_tasks == 0:
                     self._delete_group(conn, gid)
@@ -664,11 +660,11 @@ class Store:
         row = self._read(
             lambda c: c.execute(
                 select(
-                    TaskGroup.id,
-                    TaskGroup.upstream,
-                    TaskGroup.endpoint_id,
-                    TaskGroup.upstream_group_id,
-                ).where(TaskGroup.id == group_id)
+                    GROUPS.c.id,
+                    GROUPS.c.upstream,
+                    GROUPS.c.endpoint_id,
+                    GROUPS.c.upstream_group_id,
+                ).where(GROUPS.c.id == group_id)
             ).first()
         )
         return GroupInfo(*row) if row else None
@@ -678,17 +674,19 @@ class Store:
 
         def fn(c: Connection) -> list[GroupInfo]:
             open_groups = (
-                select(Task.group_id).where(Task.state.in_([int(s) for s in UNFINISHED])).distinct()
+                select(TASKS.c.group_id)
+                .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
+                .distinct()
             )
             rows = c.execute(
                 select(
-                    TaskGroup.id,
-                    TaskGroup.upstream,
-                    TaskGroup.endpoint_id,
-                    TaskGroup.upstream_group_id,
+                    GROUPS.c.id,
+                    GROUPS.c.upstream,
+                    GROUPS.c.endpoint_id,
+                    GROUPS.c.upstream_group_id,
                 )
-                .where(TaskGroup.upstream == upstream)
-                .where(TaskGroup.id.in_(open_groups))
+                .where(GROUPS.c.upstream == upstream)
+                .where(GROUPS.c.id.in_(open_groups))
             ).all()
             return [GroupInfo(*r) for r in rows]
 
@@ -698,7 +696,7 @@ class Store:
         """(name, code) of a stored function."""
         row = self._read(
             lambda c: c.execute(
-                select(Function.name, Function.code).where(Function.id == function_id)
+                select(FUNCTIONS.c.name, FUNCTIONS.c.code).where(FUNCTIONS.c.id == function_id)
             ).first()
         )
         return (row[0], row[1]) if row else None
@@ -706,9 +704,9 @@ class Store:
     def registration(self, function_id: str, upstream_key: str) -> str | None:
         return self._read(
             lambda c: c.execute(
-                select(FunctionRegistration.upstream_function_id)
-                .where(FunctionRegistration.function_id == function_id)
-                .where(FunctionRegistration.upstream_key == upstream_key)
+                select(REGISTRATIONS.c.upstream_function_id)
+                .where(REGISTRATIONS.c.function_id == function_id)
+                .where(REGISTRATIONS.c.upstream_key == upstream_key)
             ).scalar()
         )
 
@@ -717,9 +715,9 @@ class Store:
         return self._read(
             lambda c: list(
                 c.execute(
-                    select(Task.id, Task.state)
-                    .where(Task.group_id == group_id)
-                    .order_by(Task.created_at, Task.submit_key)
+                    select(TASKS.c.id, TASKS.c.state)
+                    .where(TASKS.c.group_id == group_id)
+                    .order_by(TASKS.c.created_at, TASKS.c.submit_key)
                 ).tuples()
             )
         )
@@ -728,9 +726,9 @@ class Store:
         """Finished tasks of a group with seq > after_seq, oldest first."""
         query = (
             select(*EVENT_COLUMNS)
-            .where(Task.group_id == group_id)
-            .where(Task.seq > after_seq)
-            .order_by(Task.seq)
+            .where(TASKS.c.group_id == group_id)
+            .where(TASKS.c.seq > after_seq)
+            .order_by(TASKS.c.seq)
             .limit(limit)
         )
         return self._read(lambda c: [_event(r) for r in c.execute(query)])
@@ -742,7 +740,7 @@ class Store:
             out: list[TaskEvent] = []
             for part in _chunks(task_ids):
                 out += [
-                    _event(r) for r in c.execute(select(*EVENT_COLUMNS).where(Task.id.in_(part)))
+                    _event(r) for r in c.execute(select(*EVENT_COLUMNS).where(TASKS.c.id.in_(part)))
                 ]
             return out
 
@@ -754,20 +752,20 @@ class Store:
         def fn(c: Connection) -> list[PendingTask]:
             rows = c.execute(
                 select(
-                    Task.id,
-                    Task.group_id,
-                    Task.endpoint_id,
-                    Task.function_id,
-                    Task.payload,
-                    Task.result_serializers,
-                    Task.state,
-                    Task.upstream_task_id,
+                    TASKS.c.id,
+                    TASKS.c.group_id,
+                    TASKS.c.endpoint_id,
+                    TASKS.c.function_id,
+                    TASKS.c.payload,
+                    TASKS.c.result_serializers,
+                    TASKS.c.state,
+                    TASKS.c.upstream_task_id,
                 )
-                .join(TaskGroup, TaskGroup.id == Task.group_id)
-                .where(TaskGroup.upstream == upstream)
-                .where(Task.state.in_([int(s) for s in UNFINISHED]))
-                .where(Task.id > after_id)
-                .order_by(Task.id)
+                .join(GROUPS, GROUPS.c.id == TASKS.c.group_id)
+                .where(GROUPS.c.upstream == upstream)
+                .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
+                .where(TASKS.c.id > after_id)
+                .order_by(TASKS.c.id)
                 .limit(limit)
             ).all()
             return [

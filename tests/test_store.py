@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import Task, TaskGroup, TaskState
+from gateway.models import GROUPS, TASKS, TaskState
 from gateway.store import Completion, GroupInfo, NewTask, Store
 
 
@@ -24,9 +24,9 @@ def truth(store: Store) -> tuple[dict[TaskState, int], int]:
     with store.engine.connect() as c:
         counts = {
             TaskState(s): n
-            for s, n in c.execute(select(Task.state, func.count()).group_by(Task.state))
+            for s, n in c.execute(select(TASKS.c.state, func.count()).group_by(TASKS.c.state))
         }
-        groups = c.execute(select(func.count()).select_from(TaskGroup)).scalar_one()
+        groups = c.execute(select(func.count()).select_from(GROUPS)).scalar_one()
     return counts, groups
 
 
