@@ -22,6 +22,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WRITE_TIMEOUT_S = 2.0
+# How often the serving thread looks for a stop request (bounds the daemon's shutdown).
+STOP_CHECK_S = 0.1
 
 
 class StatusSocket:
@@ -50,7 +52,7 @@ class StatusSocket:
         finally:
             os.umask(old)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="status"
+            target=self._server.serve_forever, kwargs={"poll_interval": STOP_CHECK_S}, name="status"
         )
 
     def start(self) -> None:
