@@ -639,7 +639,7 @@ class Store:
                     select(func.count())
                     .select_from(TASKS)
                     .where(TASKS.c.group_id == gid)
-                    .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
+                    .where(TASKS.c.state.in_(UNFINISHED))
                 ).scalar_one()
                 if open_tasks == 0:
                     self._delete_group(conn, gid)
@@ -675,7 +675,7 @@ class Store:
         def fn(c: Connection) -> list[GroupInfo]:
             open_groups = (
                 select(TASKS.c.group_id)
-                .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
+                .where(TASKS.c.state.in_(UNFINISHED))
                 .distinct()
             )
             rows = c.execute(
@@ -763,7 +763,7 @@ class Store:
                 )
                 .join(GROUPS, GROUPS.c.id == TASKS.c.group_id)
                 .where(GROUPS.c.upstream == upstream)
-                .where(TASKS.c.state.in_([int(s) for s in UNFINISHED]))
+                .where(TASKS.c.state.in_(UNFINISHED))
                 .where(TASKS.c.id > after_id)
                 .order_by(TASKS.c.id)
                 .limit(limit)

@@ -313,3 +313,36 @@ def test_token_from_a_file_or_the_client_credentials_grant(
         header, form = auth.requests[0]
         assert header == "Basic " + base64.b64encode(b"svc-id:svc-secret").decode()
         assert "grant_type=client_credentials" in form
+
+
+def test_submit_queue_batches_by_group_skips_busy_groups_and_forgets_cancelled() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from gateway.config import GlobusSettings
+    from gateway.store import PendingTask, Store
+    from gateway.upstreams.globus_upstream import GlobusUpstream
+
+    web = cast(Any, SimpleNamespace(base_url="https://compute.example"))
+    up = GlobusUpstream(GlobusSettings(batch_size=3, batch_interval_ms=0), cast(Store, None), web)
+    up._running = True  # the queue alone: no threads, no network
+
+    def task(group: str, n: int) -> PendingTask:
+        return PendingTask(f"{group}-{n}", group, "ep", "fn", "payload", ("00",))
+
+    up.enqueue([task("g1", n) for n in range(5)] + [task("g2", n) for n in range(2)])
+    up.enqueue([task("g1", 5)])
+    assert up.cancel(["g1-1", "g2-0", "unknown"]) == {"g1-1", "g2-0"}
+
+    first = up._take()
+    assert [t.task_id for t in first] == ["g1-0", "g1-2", "g1-3"]  # oldest group, in order
+    second = up._take()  # g1 has a batch in flight: the next group goes meanwhile
+    assert [t.task_id for t in second] == ["g2-1"]
+    with up._cond:
+        up._busy.clear()
+        up._requeue(first, front=True)  # a retried batch goes back before the rest
+    assert [t.task_id for t in up._take()] == ["g1-0", "g1-2", "g1-3"]
+    with up._cond:
+        up._busy.clear()
+    assert [t.task_id for t in up._take()] == ["g1-4", "g1-5"]
+    assert up._queued == 0 and not up._queues

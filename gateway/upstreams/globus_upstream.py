@@ -35,6 +35,14 @@ SUBMIT_THREADS = 4
 SWEEP_INTERVAL_S = 30.0
 
 
+# What the tasks of one submit request share: group, endpoint, result serializers.
+BatchKey = tuple[str, str, tuple[str, ...]]
+
+
+def _batch_key(t: PendingTask) -> BatchKey:
+    return (t.group_id, t.endpoint_id, t.result_serializers)
+
+
 class GlobusUpstream:
     """Submits to the Globus Compute web service; streams results from its broker."""
 
@@ -45,7 +53,9 @@ class GlobusUpstream:
         self.store = store
         self.web = web or WebService(settings)
         self.upstream_key = f"globus:{self.web.base_url}"
-        self._queue: deque[PendingTask] = deque()
+        # Tasks waiting to be submitted, by what one batch must share, oldest key first.
+        self._queues: dict[BatchKey, deque[PendingTask]] = {}
+        self._queued = 0
         self._cond = threading.Condition()
         self._in_flight = 0
         self._busy: set[str] = set()  # groups with a batch in flight
@@ -87,16 +97,34 @@ class GlobusUpstream:
         fresh = [t for t in tasks if t.state == TaskState.ACCEPTED]
         if fresh:
             with self._cond:
-                self._queue.extend(fresh)
+                self._requeue(fresh)
                 self._cond.notify()
 
     def cancel(self, task_ids: Sequence[str]) -> set[str]:
         wanted = set(task_ids)
+        gone: set[str] = set()
         with self._cond:
-            gone = {t.task_id for t in self._queue if t.task_id in wanted}
-            if gone:
-                self._queue = deque(t for t in self._queue if t.task_id not in gone)
+            for key, queue in list(self._queues.items()):
+                kept = deque(t for t in queue if t.task_id not in wanted)
+                if len(kept) == len(queue):
+                    continue
+                gone.update(t.task_id for t in queue if t.task_id in wanted)
+                self._queued -= len(queue) - len(kept)
+                if kept:
+                    self._queues[key] = kept
+                else:
+                    del self._queues[key]
         return gone
+
+    def _requeue(self, tasks: Sequence[PendingTask], *, front: bool = False) -> None:
+        """Queue tasks under their batch keys (with the lock held)."""
+        for t in reversed(tasks) if front else tasks:
+            queue = self._queues.setdefault(_batch_key(t), deque())
+            if front:
+                queue.appendleft(t)
+            else:
+                queue.append(t)
+        self._queued += len(tasks)
 
     def stop(self) -> None:
         self._running = False
@@ -109,7 +137,7 @@ class GlobusUpstream:
 
     def describe(self) -> str:
         with self._cond:
-            queued = len(self._queue)
+            queued = self._queued
         results = self.results
         if results is None:
             broker = "not started"
@@ -138,25 +166,20 @@ class GlobusUpstream:
             coalesced = False
             while self._running:
                 pause = self._pause_until - time.monotonic()
-                first = next((t for t in self._queue if t.group_id not in self._busy), None)
-                if pause > 0 or first is None:
+                key = next((k for k in self._queues if k[0] not in self._busy), None)
+                if pause > 0 or key is None:
                     self._cond.wait(pause if pause > 0 else 1.0)
                     continue
-                if not coalesced and len(self._queue) < self.settings.batch_size:
+                if not coalesced and self._queued < self.settings.batch_size:
                     coalesced = True
                     self._cond.wait(self.settings.batch_interval_ms / 1000)
                     continue
-                key = (first.group_id, first.endpoint_id, first.result_serializers)
-                batch: list[PendingTask] = []
-                rest: deque[PendingTask] = deque()
-                for t in self._queue:
-                    same = (t.group_id, t.endpoint_id, t.result_serializers) == key
-                    if same and len(batch) < self.settings.batch_size:
-                        batch.append(t)
-                    else:
-                        rest.append(t)
-                self._queue = rest
-                self._busy.add(first.group_id)
+                queue = self._queues[key]
+                batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch_size))]
+                if not queue:
+                    del self._queues[key]
+                self._queued -= len(batch)
+                self._busy.add(key[0])
                 self._in_flight += 1
                 return batch
             return []
@@ -174,7 +197,7 @@ class GlobusUpstream:
                     wait = exc.retry_after if exc.retry_after is not None else self._delay
                     log.warning("submit of %d tasks deferred %.1f s: %s", len(batch), wait, exc)
                     with self._cond:
-                        self._queue.extendleft(reversed(batch))
+                        self._requeue(batch, front=True)
                         self._pause_until = time.monotonic() + wait
                     self._delay = min(self._delay * 2, 30.0)
                 else:
@@ -281,7 +304,7 @@ class GlobusUpstream:
             log.warning("consumer sweep failed: %s", exc)
             return
         with self._cond:
-            busy = {self._group_ids.get(t.group_id) for t in self._queue}
+            busy = {self._group_ids.get(key[0]) for key in self._queues}
         for gid in self.results.watched() - open_groups - busy:
             self.results.unwatch(gid)
 

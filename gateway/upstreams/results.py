@@ -373,17 +373,18 @@ class ResultStream:
         orphans = [
             d for d in deliveries if d.completion and d.completion.upstream_task_id in unknown
         ]
-        safe = [d for d in deliveries if d not in orphans]
+        lost = set(orphans)
+        safe = [d for d in deliveries if d not in lost]
         # The result may have overtaken the submit answer that names its task:
         # hold it (unacked) and look again, always at least once after every
         # submit that was in flight has committed.
-        busy = self._submits_in_flight()
-        hold = [d for d in orphans if d.retries < (MAX_HOLDS if busy else MIN_HOLDS)]
+        limit = MAX_HOLDS if self._submits_in_flight() else MIN_HOLDS
+        hold = [d for d in orphans if d.retries < limit]
+        orphans = [d for d in orphans if d.retries >= limit]
         for d in hold:
             d.retries += 1
             self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
         self._held.extend(hold)
-        orphans = [d for d in orphans if d not in hold]
         if orphans:
             for d in orphans:
                 task = d.completion.upstream_task_id if d.completion else ""
