@@ -14,9 +14,8 @@ from typing import Any
 from client._proto import gateway_pb2 as pb
 from client.connection import Connection
 from client.errors import TaskPending
-
-# client.futures and client.serialize (dill) are imported where they are
-# used: `fxgate status` and other short commands then start faster.
+from client.futures import ComputeFuture, resolve
+from client.serialize import pack_function, pack_payload
 
 STATE_NAMES = {v: k.removeprefix("TASK_STATE_") for k, v in pb.TaskState.items()}
 
@@ -39,8 +38,6 @@ class Batch:
         task_kwargs = kwargs.pop("kwargs", rest.pop(0) if rest else None)
         if kwargs or rest:
             raise TypeError("Batch.add takes function_id, [endpoint_id], args and kwargs")
-        from client.serialize import pack_payload
-
         payload = pack_payload(tuple(task_args or ()), task_kwargs or {})
         self.tasks.append((function_id, endpoint_id, payload))
 
@@ -75,8 +72,6 @@ class Client:
         self, function: Callable[..., Any], function_name: str | None = None, **_: Any
     ) -> str:
         """Store the function in the daemon; the id is stable for the same code."""
-        from client.serialize import pack_function
-
         request = pb.RegisterFunctionRequest(
             function_name=function_name or getattr(function, "__name__", "function"),
             function_code=pack_function(function),
@@ -151,8 +146,6 @@ class Client:
 
     def get_result(self, task_id: str) -> Any:
         """The task's value; raises TaskPending if it has not finished, or its exception."""
-        from client.futures import ComputeFuture, resolve
-
         event = self._events([task_id])[0]
         if event.state < pb.TASK_STATE_SUCCESS:
             raise TaskPending(STATE_NAMES[event.state].lower())
@@ -161,8 +154,6 @@ class Client:
         return fut.result(timeout=0)
 
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        from client.futures import ComputeFuture, resolve
-
         out: dict[str, dict[str, Any]] = {}
         for event in self._events(list(task_ids)):
             status = STATE_NAMES[event.state].lower()
