@@ -673,11 +673,7 @@ class Store:
         """Groups of one upstream that have unfinished tasks (to resume consuming)."""
 
         def fn(c: Connection) -> list[GroupInfo]:
-            open_groups = (
-                select(TASKS.c.group_id)
-                .where(TASKS.c.state.in_(UNFINISHED))
-                .distinct()
-            )
+            open_groups = select(TASKS.c.group_id).where(TASKS.c.state.in_(UNFINISHED)).distinct()
             rows = c.execute(
                 select(
                     GROUPS.c.id,
