@@ -46,10 +46,12 @@ def _many(env: BenchEnv, kind: str, procs: int, n: int) -> dict[str, Any]:
     publisher = StreamPublisher(env, f"g-{kind}-publisher")
     try:
         feed_as_accepted(env, publisher, since, procs * n, workers)
+        t_upstream = time.time()
     finally:
         published = publisher.close()
     results = [env.collect(w) for w in workers]
     wall = time.time() - started
+    timeline = _timeline(started, t_upstream, results)
     peak = sampler.stop()
     cpu = {k: cpu_s(pid, children=k == "daemon") - before[k] for k, pid in meters.items()}
     cpu["clients"] = sum(r.get("cpu_end", 0.0) for r in results)
@@ -65,8 +67,24 @@ def _many(env: BenchEnv, kind: str, procs: int, n: int) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_own_s": cpu["clients"] + cpu.get("daemon", 0.0),
         "cpu_stage_s": cpu["broker"] + cpu["fake service"] + cpu["publisher"],
+        "timeline_s": timeline,
         "correct": all(r.get("correct") for r in results),
         "errors": errors_of(results),
+    }
+
+
+def _timeline(started: float, t_upstream: float, results: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds from the start of the scripts to each stage, for the note under the table."""
+
+    def at(key: str, pick: Any) -> float:
+        times = sorted(r[key] for r in results if key in r)
+        return pick(times) - started if times else float("nan")
+
+    return {
+        "scripts ready (median)": at("t_ready", lambda t: t[len(t) // 2]),
+        "all accepted": at("t_accepted", lambda t: t[-1]),
+        "all at the service": t_upstream - started,
+        "all results": at("t_last_done", lambda t: t[-1]),
     }
 
 
@@ -126,5 +144,10 @@ def run(env: BenchEnv, scale: Scale) -> Outcome:
         f"{p} fxgate scripts {fx_parts.get('clients', 0):.0f} MB "
         f"({fx_parts.get('clients', 0) / p:.0f} MB each); {p} SDK scripts "
         f"{sdk['peak_rss_mb']:.0f} MB ({sdk['peak_rss_mb'] / p:.0f} MB each)",
+        *(
+            f"timeline of the {k} round, s from the start: "
+            + ", ".join(f"{stage} {t:.2f}" for stage, t in r["timeline_s"].items())
+            for k, r in (("fxgate", fx), ("SDK", sdk))
+        ),
     ]
     return Outcome("g", "many scripts", rows, correct, details, notes)

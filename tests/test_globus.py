@@ -315,7 +315,7 @@ def test_token_from_a_file_or_the_client_credentials_grant(
         assert "grant_type=client_credentials" in form
 
 
-def test_submit_queue_batches_by_group_skips_busy_groups_and_forgets_cancelled() -> None:
+def test_submit_queue_takes_groups_in_turn_creates_each_once_and_forgets_cancelled() -> None:
     from types import SimpleNamespace
     from typing import Any, cast
 
@@ -324,25 +324,37 @@ def test_submit_queue_batches_by_group_skips_busy_groups_and_forgets_cancelled()
     from gateway.upstreams.globus_upstream import GlobusUpstream
 
     web = cast(Any, SimpleNamespace(base_url="https://compute.example"))
-    up = GlobusUpstream(GlobusSettings(batch_size=3, batch_interval_ms=0), cast(Store, None), web)
+    up = GlobusUpstream(GlobusSettings(batch_size=2, batch_interval_ms=0), cast(Store, None), web)
     up._running = True  # the queue alone: no threads, no network
 
     def task(group: str, n: int) -> PendingTask:
         return PendingTask(f"{group}-{n}", group, "ep", "fn", "payload", ("00",))
 
-    up.enqueue([task("g1", n) for n in range(5)] + [task("g2", n) for n in range(2)])
-    up.enqueue([task("g1", 5)])
+    def take() -> list[str]:
+        return [t.task_id for t in up._take()]
+
+    up.enqueue([task("g1", n) for n in range(7)] + [task("g2", n) for n in range(3)])
+    up.enqueue([task("g1", 7)])
     assert up.cancel(["g1-1", "g2-0", "unknown"]) == {"g1-1", "g2-0"}
 
     first = up._take()
-    assert [t.task_id for t in first] == ["g1-0", "g1-2", "g1-3"]  # oldest group, in order
-    second = up._take()  # g1 has a batch in flight: the next group goes meanwhile
-    assert [t.task_id for t in second] == ["g2-1"]
+    assert [t.task_id for t in first] == ["g1-0", "g1-2"]  # oldest group, in order
+    # g1's first batch creates its upstream group: none of g1 goes out beside it
+    assert take() == ["g2-1", "g2-2"]
     with up._cond:
-        up._busy.clear()
+        up._creating.clear()  # as after a failed first submit: g1 still has no upstream id
         up._requeue(first, front=True)  # a retried batch goes back before the rest
-    assert [t.task_id for t in up._take()] == ["g1-0", "g1-2", "g1-3"]
+    assert take() == ["g1-0", "g1-2"]
     with up._cond:
-        up._busy.clear()
-    assert [t.task_id for t in up._take()] == ["g1-4", "g1-5"]
+        up._creating.clear()
+        up._group_ids["g1"] = "upstream-g1"  # as after a first submit that succeeded
+    # g1 known upstream: its batches go out side by side
+    assert take() == ["g1-3", "g1-4"]
+    assert take() == ["g1-5", "g1-6"]
+    assert take() == ["g1-7"]
+    assert up._queued == 0 and not up._queues
+    up._group_ids["g2"] = "upstream-g2"
+    up.enqueue([task("g1", n) for n in range(10, 14)] + [task("g2", n) for n in range(10, 14)])
+    # groups take turns: one big group does not hold every submitter
+    assert [take()[0][:2] for _ in range(4)] == ["g1", "g2", "g1", "g2"]
     assert up._queued == 0 and not up._queues

@@ -29,7 +29,7 @@ from gateway.upstreams.results import ResultStream
 log = logging.getLogger(__name__)
 
 STATUS_CHUNK = 128
-# Batches of different groups submitted side by side.
+# Batches submitted side by side (each waits mostly on the service and the commit).
 SUBMIT_THREADS = 4
 # How often consumers of finished groups are let go.
 SWEEP_INTERVAL_S = 30.0
@@ -58,7 +58,7 @@ class GlobusUpstream:
         self._queued = 0
         self._cond = threading.Condition()
         self._in_flight = 0
-        self._busy: set[str] = set()  # groups with a batch in flight
+        self._creating: set[str] = set()  # groups whose first batch is in flight
         self._pause_until = 0.0  # the service asked us to wait (Retry-After)
         self._delay = 0.5
         self._running = False
@@ -158,15 +158,17 @@ class GlobusUpstream:
     def _take(self) -> list[PendingTask]:
         """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait.
 
-        One batch per group is in flight at a time (its first submit creates
-        the upstream group: two at once would create two), several groups'
-        batches go out side by side, and none while the service asked to wait.
+        Groups take turns, so one big group does not hold every submitter
+        while a small one waits. A group's first batch goes out alone: it
+        creates the upstream group, and two at once would create two; once
+        the upstream group is known, its batches go out side by side. None
+        go out while the service asked to wait.
         """
         with self._cond:
             coalesced = False
             while self._running:
                 pause = self._pause_until - time.monotonic()
-                key = next((k for k in self._queues if k[0] not in self._busy), None)
+                key = next((k for k in self._queues if k[0] not in self._creating), None)
                 if pause > 0 or key is None:
                     self._cond.wait(pause if pause > 0 else 1.0)
                     continue
@@ -174,12 +176,13 @@ class GlobusUpstream:
                     coalesced = True
                     self._cond.wait(self.settings.batch_interval_ms / 1000)
                     continue
-                queue = self._queues[key]
+                queue = self._queues.pop(key)
                 batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch_size))]
-                if not queue:
-                    del self._queues[key]
+                if queue:
+                    self._queues[key] = queue  # to the back: the next group's turn
                 self._queued -= len(batch)
-                self._busy.add(key[0])
+                if key[0] not in self._group_ids:
+                    self._creating.add(key[0])
                 self._in_flight += 1
                 return batch
             return []
@@ -209,7 +212,7 @@ class GlobusUpstream:
             finally:
                 with self._cond:
                     self._in_flight -= 1
-                    self._busy.discard(batch[0].group_id)
+                    self._creating.discard(batch[0].group_id)
                     self._cond.notify_all()
 
     def _upstream_function(self, function_id: str) -> str:
@@ -240,10 +243,11 @@ class GlobusUpstream:
             list(first.result_serializers),
         )
         if upstream_group is None:
-            self.store.set_upstream_group(first.group_id, reply.task_group_id).result()
-            self._group_ids[first.group_id] = reply.task_group_id
+            upstream_group = reply.task_group_id
+            self.store.set_upstream_group(first.group_id, upstream_group).result()
+        self._group_ids[first.group_id] = upstream_group
         assert self.results is not None
-        self.results.watch(self._group_ids[first.group_id])
+        self.results.watch(upstream_group)
         mapping: dict[str, str] = {}
         ignored: list[PendingTask] = []
         for fid, ts in by_function.items():
