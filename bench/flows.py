@@ -50,10 +50,11 @@ def submit_then_publish(
     meters = {"broker": env.broker_pid}
     if daemon is not None and daemon.proc is not None:
         meters["daemon"] = daemon.proc.pid
-    before = {k: cpu_s(pid) for k, pid in meters.items()}
+    # The daemon's CPU includes its child processes (local workers, where any ran).
+    before = {k: cpu_s(pid, children=k == "daemon") for k, pid in meters.items()}
     pub = publish(env, f"{name}-publisher", result_lines(env, tasks), paced=paced)
     out = env.collect(worker)
-    cpu = {k: cpu_s(pid) - before[k] for k, pid in meters.items()}
+    cpu = {k: cpu_s(pid, children=k == "daemon") - before[k] for k, pid in meters.items()}
     cpu["publisher"] = pub.get("cpu_s", NAN)
     cpu["client"] = out.get("cpu_end", NAN) - out.get("cpu_accepted", NAN)
     return Round(out, pub, tasks, cpu)
