@@ -83,6 +83,20 @@ def test_client_imports_only_grpc_protobuf_and_dill() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
+def test_daemon_never_loads_dill() -> None:
+    """Promise 6 in the import graph: only local worker processes import dill."""
+    code = (
+        "import sys\n"
+        "import gateway.cli, gateway.server, gateway.upstreams.local\n"
+        "import gateway.upstreams.globus_upstream\n"
+        "print(sorted({'dill', 'client.serialize', 'gateway.execution'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_status_command_without_daemon_says_so(tmp_path: Path) -> None:
     out = subprocess.run(
         [

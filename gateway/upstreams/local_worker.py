@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 from multiprocessing.connection import Connection
 
-from gateway.execution import execute
-
 # parent -> worker: [(task_id, function_id, function_code or "", payload, serializers)]
 Job = tuple[str, str, str, str, tuple[str, ...]]
 # worker -> parent: (task_id, data, error_code, error_message, exception)
@@ -25,6 +23,10 @@ def worker_main(conn: Connection) -> None:
     terminal's Ctrl-C) are ignored: the daemon decides when a worker ends, so
     a running task is re-run after a restart instead of failing.
     """
+    # Here, not at the top: the daemon imports this module for the entry point
+    # only, and must not load dill (it never deserializes user data).
+    from gateway.execution import execute
+
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     functions: dict[str, str] = {}
