@@ -13,6 +13,7 @@ from dataclasses import dataclass
 class Scale:
     name: str
     stream_tasks: int  # a: results streamed live
+    stream_rounds: int  # a: rounds of each system, interleaved; the median is reported
     latency_samples: int  # b: results published one at a time
     latency_gap_s: tuple[float, float]  # b: random pause before each publish
     reattach_tasks: int  # c: finished results re-attached by a new process
@@ -31,6 +32,7 @@ SCALES = {
     "full": Scale(
         name="full",
         stream_tasks=20_000,
+        stream_rounds=3,
         latency_samples=200,
         latency_gap_s=(0.02, 0.12),
         reattach_tasks=100_000,
@@ -47,6 +49,7 @@ SCALES = {
     "small": Scale(
         name="small",
         stream_tasks=200,
+        stream_rounds=1,
         latency_samples=20,
         latency_gap_s=(0.005, 0.03),
         reattach_tasks=1_000,
