@@ -26,12 +26,13 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fxgate \
         --no-create-home --shell /usr/sbin/nologin fxgate \
     && install -d -o fxgate -g fxgate -m 0700 /var/lib/fxgate
 
-# Only what the package needs, installed with the pinned versions.
+# Only what the package needs (and the PostgreSQL driver, for a shared
+# store: FXGATE_DB=postgresql+psycopg://...), installed with the pinned versions.
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY client ./client
 COPY gateway ./gateway
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt '.[postgresql]' \
     && cd / && rm -rf /src
 
 WORKDIR /var/lib/fxgate

@@ -16,13 +16,24 @@ import pytest
 
 from client import Client, Executor
 from tests.daemon import DaemonProcess
+from tests.support.fixtures import postgres  # noqa: F401
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
-    """A running `fxgate serve` with its own state dir and two local workers."""
-    d = DaemonProcess(tmp_path / "state")
+def daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A running `fxgate serve` with its own state dir and two local workers.
+
+    Its store is SQLite in the state dir; a test parametrized indirectly with
+    "postgresql" gets a fresh database on the session's PostgreSQL instead.
+    """
+    extra = {}
+    on_postgres = getattr(request, "param", "sqlite") == "postgresql"
+    if on_postgres:
+        extra["FXGATE_DB"] = request.getfixturevalue("postgres").new_database()
+    d = DaemonProcess(tmp_path / "state", extra_env=extra)
     d.start()
+    if on_postgres:
+        assert "(store postgresql+psycopg://" in d.log(), d.log()
     yield d
     code = d.stop()
     assert code in (0, -9), f"daemon exited with {code}:\n{d.log()}"

@@ -7,8 +7,13 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from client import Client, Executor
 from tests.daemon import DaemonProcess
+
+# The promises that rest on the store, on each database fxgate supports.
+on_both_databases = pytest.mark.parametrize("daemon", ["sqlite", "postgresql"], indirect=True)
 
 SUBMIT_AND_DIE = """
 import os, signal, sys, time
@@ -36,6 +41,7 @@ print(len(futures), sum(results))
 """
 
 
+@on_both_databases
 def test_client_killed_before_reading_results_loses_nothing(daemon: DaemonProcess) -> None:
     first = daemon.run_script(SUBMIT_AND_DIE)
     assert first.returncode == -signal.SIGKILL, first.stderr
@@ -52,6 +58,7 @@ def slow_square(x: int) -> int:
     return x * x
 
 
+@on_both_databases
 def test_daemon_killed_mid_stream_every_accepted_task_completes(daemon: DaemonProcess) -> None:
     with Executor(endpoint_id="local", address=daemon.address) as ex:
         futures = [ex.submit(slow_square, i) for i in range(1000)]
@@ -75,6 +82,7 @@ def test_daemon_killed_mid_stream_every_accepted_task_completes(daemon: DaemonPr
     assert {t["status"] for t in group["tasks"]} == {"success"}
 
 
+@on_both_databases
 def test_daemon_killed_with_tasks_only_accepted_runs_them_after_restart(
     daemon: DaemonProcess,
 ) -> None:
@@ -113,6 +121,7 @@ print(json.dumps({"ok": results == [(me, i) for i in range(500)],
 """
 
 
+@on_both_databases
 def test_twenty_clients_share_one_daemon(daemon: DaemonProcess) -> None:
     procs = [daemon.popen_script(SHARER, f"client-{n}") for n in range(20)]
     reports = []

@@ -1,4 +1,4 @@
-"""The store on a real SQLite file: group commit, idempotence, counts kept in step."""
+"""The store on a real SQLite file and a real PostgreSQL: group commit, idempotence, counts."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from gateway.models import GROUPS, TASKS, TaskState
 from gateway.store import Completion, GroupInfo, NewTask, Store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    s = Store(url)
     s.open()
     yield s  # type: ignore[misc]
     s.close()

@@ -1,4 +1,4 @@
-"""Reusable pytest fixtures for tests with a real broker and the fake Globus service.
+"""Reusable pytest fixtures: a real broker, the fake Globus service, a real PostgreSQL.
 
 Plain fixture functions: import them into conftest.py or a test module
 (`from tests.support.fixtures import rabbit, fake_globus  # noqa: F401`).
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.fake_globus import FakeGlobus
+from tests.support.postgres import PostgresCluster
 from tests.support.rabbitmq import RabbitNode
 
 
@@ -47,3 +48,14 @@ def fake_globus(rabbit: RabbitNode) -> Iterator[FakeGlobus]:
     """A fresh fake Globus Compute service (mode "execute") publishing to `rabbit`."""
     with FakeGlobus(rabbit.url) as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One private PostgreSQL cluster for the whole session; a database per test."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
