@@ -113,6 +113,8 @@ QUARANTINE_KEY = "quarantined"
 RETRIES_WHEN_BUSY = 3
 # SQLite allows 32766 bound parameters; stay far below it in IN (...) lists.
 CHUNK = 900
+# SQLite page cache per pooled connection (its default is 2 MB each).
+PAGE_CACHE_KB = 512
 
 
 @dataclass(slots=True)
@@ -208,9 +210,6 @@ def _event(r: Any) -> TaskEvent:
 def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-PAGE_CACHE_KB = 512
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:

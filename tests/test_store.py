@@ -138,3 +138,16 @@ def test_a_group_stays_on_its_upstream(store: Store) -> None:
     with pytest.raises(InvalidRequest, match="belongs to the globus upstream"):
         store.accept(local, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
     assert store.state_counts() == {TaskState.ACCEPTED: 1}
+
+
+def test_sqlite_page_cache_is_bounded_per_connection(tmp_path: Path) -> None:
+    """Dozens of pooled connections under many watchers must not hold 2 MB of cache each."""
+    from gateway.store import PAGE_CACHE_KB
+
+    s = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
+    s.open()
+    try:
+        with s.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA cache_size").scalar() == -PAGE_CACHE_KB
+    finally:
+        s.close()

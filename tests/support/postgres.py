@@ -9,8 +9,6 @@ here sleeps. Each test gets a database of its own.
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from tests.support.rabbitmq import free_ports
+from tests.support.run_as import RunAs
 
 
 class PostgresUnavailable(RuntimeError):
@@ -49,35 +48,24 @@ class PostgresCluster:
         self.root = Path(tempfile.mkdtemp(prefix="fxtest-pg-"))
         self.data = self.root / "data"
         (self.port,) = free_ports(1)
-        self._run_as = self._owner()
-
-    @staticmethod
-    def _owner() -> pwd.struct_passwd | None:
-        if os.geteuid() != 0:
-            return None
-        try:
-            return pwd.getpwnam("postgres")
-        except KeyError:
-            raise PostgresUnavailable("running as root without a postgres user") from None
+        self._run_as = RunAs.service_user("postgres")
+        if self._run_as.is_root:
+            raise PostgresUnavailable("running as root without a postgres user")
 
     def _run(self, *argv: str | Path) -> None:
-        owner = self._run_as
         out = subprocess.run(
             [str(a) for a in argv],
-            user=owner.pw_uid if owner else None,
-            group=owner.pw_gid if owner else None,
-            extra_groups=[] if owner else None,
             cwd=self.root,
             capture_output=True,
             text=True,
             timeout=120,
+            **self._run_as.process_kwargs,  # type: ignore[arg-type]
         )
         if out.returncode != 0:
             raise PostgresUnavailable(f"{argv[0]} failed:\n{out.stdout}\n{out.stderr}")
 
     def start(self) -> None:
-        if self._run_as:
-            os.chown(self.root, self._run_as.pw_uid, self._run_as.pw_gid)
+        self._run_as.chown_tree(self.root)
         self._run(find_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user)
         options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
         log = self.root / "server.log"

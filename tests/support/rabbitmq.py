@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -26,8 +25,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.run_as import RunAs
 
 DEBIAN_SBIN = Path("/usr/lib/rabbitmq/bin")
 # rabbitmqctl's own distribution listener uses these ports; never hand them out.
@@ -91,35 +91,6 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-@dataclass(frozen=True)
-class _RunAs:
-    """The OS identity the broker runs as: `rabbitmq` when we are root, else ourselves."""
-
-    uid: int | None
-    gid: int | None
-
-    @classmethod
-    def detect(cls) -> _RunAs:
-        if os.geteuid() != 0:
-            return cls(None, None)
-        try:
-            pw = pwd.getpwnam("rabbitmq")
-        except KeyError:
-            return cls(None, None)  # root without a rabbitmq user: Erlang runs as root
-        return cls(pw.pw_uid, pw.pw_gid)
-
-    def chown_tree(self, root: Path) -> None:
-        if self.uid is None or self.gid is None:
-            return
-        for path in [root, *root.rglob("*")]:
-            os.chown(path, self.uid, self.gid)
-
-    @property
-    def extra_groups(self) -> list[int] | None:
-        """Drop root's supplementary groups when switching user; None: no change."""
-        return None if self.uid is None else []
-
-
 class RabbitNode:
     """One private rabbitmq-server node: start/stop, AMQP URL, fault injection.
 
@@ -137,7 +108,7 @@ class RabbitNode:
         self.start_timeout = start_timeout
         self.data_dir = Path(tempfile.mkdtemp(prefix="fxtest-rabbit-"))
         self.last_start_seconds: float | None = None
-        self._run_as = _RunAs.detect()
+        self._run_as = RunAs.service_user("rabbitmq")  # none: Erlang runs as root
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
         self._prepare_data_dir()
@@ -207,9 +178,7 @@ class RabbitNode:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=self._run_as.uid,
-                group=self._run_as.gid,
-                extra_groups=self._run_as.extra_groups,
+                **self._run_as.process_kwargs,
             )
         try:
             self.ctl("wait", str(self.pid_file), "--timeout", str(int(self.start_timeout)))
@@ -308,9 +277,7 @@ class RabbitNode:
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                user=self._run_as.uid,
-                group=self._run_as.gid,
-                extra_groups=self._run_as.extra_groups,
+                **self._run_as.process_kwargs,
             )
         except subprocess.TimeoutExpired as exc:
             raise RabbitCtlError(
@@ -353,9 +320,7 @@ class RabbitNode:
             capture_output=True,
             timeout=30,
             check=False,
-            user=self._run_as.uid,
-            group=self._run_as.gid,
-            extra_groups=self._run_as.extra_groups,
+            **self._run_as.process_kwargs,
         )
 
     def __repr__(self) -> str:
