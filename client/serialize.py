@@ -13,7 +13,8 @@ Deserializing runs pickle/dill or ``exec`` on the input, so only feed it trusted
 
 from __future__ import annotations
 
-import codecs
+import base64
+import binascii
 import inspect
 import json
 import pickle
@@ -106,21 +107,32 @@ def _is_plain(obj: Any, budget: list[int]) -> bool:
     return False
 
 
+# Bytes that fit one MIME base64 line (76 characters): one C call encodes them.
+_ONE_LINE = 57
+
+
 def _dump_dill(obj: Any) -> str:
-    # MIME base64: 76-character lines, each ending in "\n", as codecs produces it
     if _is_plain(obj, [_PLAIN_LIMIT]):
         raw = pickle.dumps(obj, protocol=dill.settings["protocol"])
     else:
         raw = dill.dumps(obj)
-    return codecs.encode(raw, "base64").decode("ascii")
+    # MIME base64: 76-character lines, each ending in "\n", as the SDK writes it
+    if 0 < len(raw) <= _ONE_LINE:
+        return binascii.b2a_base64(raw).decode("ascii")
+    return base64.encodebytes(raw).decode("ascii")
 
 
 def _load_dill(body: str) -> Any:
-    return dill.loads(codecs.decode(body.encode("ascii"), "base64"))
+    raw = binascii.a2b_base64(body)
+    # dill's unpickler differs only for globals of these modules; a pickle naming
+    # none of them loads the same with the standard library's, ten times faster.
+    if b"dill" in raw or b"__builtin__" in raw or b"__main__" in raw:
+        return dill.loads(raw)
+    return pickle.loads(raw)
 
 
 def _load_pickle(body: str) -> Any:
-    return pickle.loads(codecs.decode(body.encode("ascii"), "base64"))
+    return pickle.loads(binascii.a2b_base64(body))
 
 
 def _refuse_pickle(fn: Any) -> str:
