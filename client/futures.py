@@ -28,6 +28,15 @@ from client.serialize import deserialize
 log = logging.getLogger(__name__)
 
 _SHARED_CONDITION = threading.Condition()
+# Terminal states: once a future is in one it never leaves, so seeing it without
+# the lock is enough to skip the wait.
+_DONE_STATES = frozenset(
+    {
+        concurrent.futures._base.FINISHED,
+        concurrent.futures._base.CANCELLED,
+        concurrent.futures._base.CANCELLED_AND_NOTIFIED,
+    }
+)
 
 
 class ComputeFuture(concurrent.futures.Future[Any]):
@@ -40,11 +49,13 @@ class ComputeFuture(concurrent.futures.Future[Any]):
         self.upstream_task_id: str | None = None
 
     def result(self, timeout: float | None = None) -> Any:
-        self._wait_done(timeout)
+        if self._state not in _DONE_STATES:
+            self._wait_done(timeout)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait_done(timeout)
+        if self._state not in _DONE_STATES:
+            self._wait_done(timeout)
         return super().exception(timeout=0)
 
     def _wait_done(self, timeout: float | None) -> None:
