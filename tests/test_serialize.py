@@ -461,7 +461,7 @@ def test_plain_data_fast_path_writes_the_same_bytes_as_dill(value: Any) -> None:
 
 @pytest.mark.parametrize("n", range(30, 80))
 def test_one_line_base64_matches_the_wrapped_form_at_every_length(n: int) -> None:
-    # pickles of 50 to 100 bytes: either side of the 57 bytes that fill one 76-character line
+    # pickles of 45 to 94 bytes: either side of the 57 bytes that fill one 76-character line
     assert serialize_data("x" * n) == "00\n" + b64("x" * n)
 
 
