@@ -10,6 +10,21 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+# Read by clients only; the daemon, which shares the FXGATE_ prefix, ignores them.
+CLIENT_ONLY_ENV = frozenset({"FXGATE_TLS_CA_FILE"})
+
+
+def unix_path(address: str) -> Path | None:
+    """The socket path of a unix address (unix:///abs or unix:path); None for TCP.
+
+    Any other address is TCP, which the daemon serves only with TLS and a token.
+    """
+    if address.startswith("unix://"):
+        return Path(address.removeprefix("unix://"))
+    if address.startswith("unix:"):
+        return Path(address.removeprefix("unix:"))
+    return None
+
 
 def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     """$FXGATE_STATE_DIR, else $XDG_STATE_HOME/fxgate, else ~/.local/state/fxgate."""
@@ -32,7 +47,7 @@ def resolve_address(address: str | None = None, env: Mapping[str, str] = os.envi
 
 def status_socket_path(address: str) -> Path | None:
     """The plain status socket beside a unix gRPC socket (none for other addresses)."""
-    if not address.startswith("unix://"):
+    path = unix_path(address)
+    if path is None:
         return None
-    path = Path(address.removeprefix("unix://"))
     return path.with_name(path.name + ".status")

@@ -19,7 +19,8 @@ from typing import TypeVar
 import grpc
 
 from client._proto import gateway_pb2_grpc as pb_grpc
-from client.address import resolve_address
+from client.address import resolve_address, unix_path
+from client.credentials import tcp_credentials
 from client.errors import GatewayUnavailable, RequestRefused
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,20 @@ def transient(exc: grpc.RpcError) -> bool:
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "Concurrent RPC limit" in details
 
 
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ],
-    )
+    """A plain channel to a unix socket; to a TCP address, TLS with the daemon's token."""
+    if unix_path(address) is not None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, tcp_credentials(address), options=CHANNEL_OPTIONS)
 
 
 def refused(exc: grpc.RpcError) -> RequestRefused:

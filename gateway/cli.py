@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from client.address import resolve_address, status_socket_path
+from client.errors import FxgateError
 from gateway import __version__
 from gateway.errors import GatewayError
 
@@ -24,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
     serve.add_argument("--config", type=Path, help="config file (default <state-dir>/config.toml)")
     serve.add_argument("--state-dir", dest="state_dir", help="where the socket and database live")
-    serve.add_argument("--address", help="unix:///path of the socket to serve")
+    serve.add_argument(
+        "--address", help="unix:///path of the socket to serve, or host:port (TLS and a token)"
+    )
     serve.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
     serve.add_argument("--local-workers", dest="local_workers", type=int)
     serve.add_argument("--log-level", dest="log_level")
@@ -80,10 +83,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _read_status(address: str) -> dict[str, Any]:
-    """The daemon's status document, read from its status socket (no gRPC: see status_socket)."""
+    """The daemon's status document: from its status socket (no gRPC: see status_socket),
+    or over TCP from the Status call."""
     path = status_socket_path(address)
     if path is None:
-        raise GatewayError(f"address {address}: the status command reads unix:// sockets only")
+        from client import Client
+
+        with Client(address=address) as client:
+            return client.status()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(STATUS_TIMEOUT_S)
         conn.connect(str(path))
@@ -101,6 +108,9 @@ def _status(args: argparse.Namespace) -> int:
             f"fxgate: no fxgate daemon answers at {address} ({exc}); start one with `fxgate serve`",
             file=sys.stderr,
         )
+        return 1
+    except FxgateError as exc:  # over TCP: unreachable, or the token was refused
+        print(f"fxgate: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(st, indent=2))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.address import default_state_dir, resolve_address
+from client.address import CLIENT_ONLY_ENV, default_state_dir, resolve_address, unix_path
 from gateway.errors import ConfigError
 
 DEFAULT_GLOBUS_BASE_URL = "https://compute.api.globus.org"
@@ -53,6 +53,11 @@ class Settings:
 
     state_dir: Path = field(default_factory=default_state_dir)
     address: str = ""
+    # Serving TCP (address host:port) needs TLS and a token; a unix socket needs neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    auth_token: str = ""
+    auth_token_file: str = ""
     db: str = ""
     # How long a write waits for a database lock before it counts as unavailable.
     db_busy_timeout_ms: int = 5000
@@ -67,8 +72,7 @@ class Settings:
     @property
     def socket_path(self) -> Path | None:
         """The unix socket path the daemon listens on, if it listens on one."""
-        addr = self.resolved_address
-        return Path(addr.removeprefix("unix://")) if addr.startswith("unix://") else None
+        return unix_path(self.resolved_address)
 
     @property
     def resolved_address(self) -> str:
@@ -124,7 +128,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         f.name for f in dataclasses.fields(Settings) if f.name == "globus"
     }  # the only section today
     for var, value in env.items():
-        if not var.startswith("FXGATE_"):
+        if not var.startswith("FXGATE_") or var in CLIENT_ONLY_ENV:
             continue
         key = var.removeprefix("FXGATE_").lower()
         section, _, rest = key.partition("_")

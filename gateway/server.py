@@ -1,8 +1,9 @@
 """The daemon's life: hold the state dir, serve gRPC, drain on SIGTERM.
 
 One daemon per state dir (an exclusive lock on a file in it), a unix socket
-that only its owner can open (mode 0600), and a shutdown that stops taking
-calls, lets running ones finish, commits what is queued and exits 0.
+that only its owner can open (mode 0600) or a TCP port with TLS and a token
+(gateway/auth.py), and a shutdown that stops taking calls, lets running ones
+finish, commits what is queued and exits 0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import grpc
 
 from client._proto import gateway_pb2_grpc as pb_grpc
 from client.address import status_socket_path
+from gateway.auth import BearerTokenCheck, auth_token, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
@@ -81,6 +83,8 @@ class Daemon:
 
     def start(self) -> None:
         s = self.settings
+        # A TCP address needs TLS and a token: refused here, before anything starts.
+        tcp = None if s.socket_path else (server_credentials(s), BearerTokenCheck(auth_token(s)))
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = _lock_state_dir(s.state_dir)
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
@@ -93,11 +97,12 @@ class Daemon:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
             maximum_concurrent_rpcs=s.grpc_threads,
+            interceptors=[tcp[1]] if tcp else [],
         )
         pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
             Servicer(self.gateway), self.server
         )
-        self._bind()
+        self._bind(tcp[0] if tcp else None)
         self.server.start()
         self._serve_status()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
@@ -109,14 +114,19 @@ class Daemon:
             self.gateway.local_endpoint_id,
         )
 
-    def _bind(self) -> None:
+    def _bind(self, tls: grpc.ServerCredentials | None) -> None:
         assert self.server is not None
         path = self.settings.socket_path
         if path is None:
-            raise ConfigError(
-                f"address {self.settings.resolved_address}: only unix:// sockets are served; "
-                "reach a remote daemon through an SSH-forwarded socket"
-            )
+            assert tls is not None  # start() built it for every TCP address
+            address = self.settings.resolved_address
+            try:
+                bound = self.server.add_secure_port(address, tls)
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen on {address}: {exc}") from None
+            if not bound:
+                raise ConfigError(f"cannot listen on {address}")
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # stale socket of a dead daemon; the lock proves it
         old = os.umask(0o177)
@@ -127,7 +137,9 @@ class Daemon:
 
     def _serve_status(self) -> None:
         gateway, path = self.gateway, status_socket_path(self.settings.resolved_address)
-        assert gateway is not None and path is not None  # _bind refused other addresses
+        assert gateway is not None
+        if path is None:  # TCP: `fxgate status` asks the Status call instead
+            return
         try:
             self.status_socket = StatusSocket(path, lambda: gateway.status().as_document())
         except OSError as exc:  # e.g. a path over the 107 bytes a unix socket allows

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import grpc
 
+from client.credentials import tcp_credentials
+
 ROOT = Path(__file__).resolve().parent.parent
+# What a client of a TCP daemon needs besides its address.
+TCP_CLIENT_ENV = ("FXGATE_AUTH_TOKEN", "FXGATE_TLS_CA_FILE")
 
 
 @dataclass
@@ -26,6 +30,9 @@ class DaemonProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # host:port to serve over TCP instead of the state dir's socket; extra_env then
+    # carries the TLS files and the token, which clients of this daemon are given too.
+    tcp_address: str = ""
 
     @property
     def socket(self) -> Path:
@@ -33,7 +40,7 @@ class DaemonProcess:
 
     @property
     def address(self) -> str:
-        return f"unix://{self.socket}"
+        return self.tcp_address or f"unix://{self.socket}"
 
     @property
     def log_path(self) -> Path:
@@ -44,6 +51,8 @@ class DaemonProcess:
         """The environment a client process needs to find this daemon."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FXGATE_")}
         env.update(FXGATE_ADDRESS=self.address, PYTHONPATH=str(ROOT))
+        if self.tcp_address:
+            env.update({k: v for k, v in self.extra_env.items() if k in TCP_CLIENT_ENV})
         return env
 
     def spawn(self) -> subprocess.Popen[bytes]:
@@ -53,6 +62,8 @@ class DaemonProcess:
         env = self.env | self.extra_env | {"FXGATE_STATE_DIR": str(self.state_dir)}
         env.pop("FXGATE_ADDRESS")
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--local-workers", str(self.workers)]
+        if self.tcp_address:
+            cmd += ["--address", self.tcp_address]
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
@@ -63,7 +74,11 @@ class DaemonProcess:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        if self.tcp_address:
+            channel = grpc.secure_channel(self.address, tcp_credentials(self.address, self.env))
+        else:
+            channel = grpc.insecure_channel(self.address)
+        with channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=timeout)
             except grpc.FutureTimeoutError:
