@@ -4,11 +4,14 @@
 #   docker run -d --name fxgate -v fxgate-state:/var/lib/fxgate \
 #       --env-file /etc/fxgate/env fxgate
 #
-# The daemon serves a unix socket only: /var/lib/fxgate/gateway.sock in the
-# volume, mode 0600. Client containers mount the same volume, run as the same
-# uid (10001), and set FXGATE_STATE_DIR=/var/lib/fxgate, e.g.
+# By default the daemon serves a unix socket: /var/lib/fxgate/gateway.sock in
+# the volume, mode 0600. Client containers mount the same volume, run as the
+# same uid (10001), and set FXGATE_STATE_DIR=/var/lib/fxgate, e.g.
 #   docker run --rm -u 10001 -v fxgate-state:/var/lib/fxgate \
 #       -e FXGATE_STATE_DIR=/var/lib/fxgate my-client python script.py
+# Or it serves TCP with TLS and a token (README, "Serving over TCP"): set
+# FXGATE_ADDRESS=0.0.0.0:50051, FXGATE_TLS_CERT_FILE, FXGATE_TLS_KEY_FILE and
+# FXGATE_AUTH_TOKEN_FILE (files mounted into the container) and publish the port.
 # Globus credentials come from the environment (FXGATE_GLOBUS_TOKEN, or
 # FXGATE_GLOBUS_CLIENT_ID and FXGATE_GLOBUS_CLIENT_SECRET), never the image.
 
