@@ -29,6 +29,19 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
     assert load(env=env).globus.batch_size == 70
 
 
+def test_daemon_and_its_clients_can_share_one_environment(tmp_path: Path) -> None:
+    """The client-only TLS variable is not an unknown daemon setting; the token is shared."""
+    env = {
+        "FXGATE_STATE_DIR": str(tmp_path),
+        "FXGATE_ADDRESS": "127.0.0.1:50051",
+        "FXGATE_AUTH_TOKEN": "a-shared-token-0123456789",
+        "FXGATE_TLS_CA_FILE": "/etc/fxgate/cert.pem",
+    }
+    s = load(env=env)
+    assert s.auth_token == "a-shared-token-0123456789"
+    assert s.socket_path is None and s.resolved_address == "127.0.0.1:50051"
+
+
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
