@@ -5,12 +5,17 @@ runs there. A TCP port is open to the network, so the daemon refuses to
 serve one without a certificate and a token, and every call must carry
 ``authorization: Bearer <token>`` (what ``grpc.access_token_call_credentials``
 sends). A call without the token is refused before its request is even
-parsed.
+parsed. A token file is re-read when it changes, so rotating the token does
+not need a restart.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,8 @@ import grpc
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Shorter tokens are guessable; `openssl rand -hex 32` makes a good one.
 MIN_TOKEN_CHARS = 16
@@ -36,17 +43,69 @@ def _read(setting: str, path: str) -> bytes:
         raise ConfigError(f"setting {setting!r}: cannot read {path}: {exc.strerror}") from None
 
 
-def auth_token(settings: Settings) -> str:
-    """The token TCP callers must present, from the setting or its file."""
-    token = settings.auth_token
-    if not token and settings.auth_token_file:
-        token = _read("auth_token_file", settings.auth_token_file).decode().strip()
+def _check_token(token: str, settings: Settings) -> str:
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(
             f"address {settings.resolved_address} is TCP: set 'auth_token' or 'auth_token_file' "
             f"to a token of at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
         )
     return token
+
+
+class TokenSource:
+    """The token TCP callers must present: the setting, or the file, re-read when it changes.
+
+    A changed file takes effect within REREAD_S, so a token is rotated without
+    a restart (which would drop every client's stream). A file that becomes
+    unreadable or too short keeps the last good token in force, with an error
+    in the log: a botched rotation does not lock every client out.
+    """
+
+    REREAD_S = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._path = "" if settings.auth_token else settings.auth_token_file
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._version = self._file_version()
+        token = settings.auth_token or (
+            _read("auth_token_file", self._path).decode().strip() if self._path else ""
+        )
+        self._expected = _bearer(_check_token(token, settings))
+
+    def expected(self) -> bytes:
+        """The whole `authorization` value a call must carry."""
+        if self._path and time.monotonic() - self._checked >= self.REREAD_S:
+            with self._lock:
+                if time.monotonic() - self._checked >= self.REREAD_S:
+                    self._checked = time.monotonic()
+                    self._reread()
+        return self._expected
+
+    def _file_version(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(Path(self._path).expanduser())
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _reread(self) -> None:
+        version = self._file_version()
+        if version == self._version:
+            return
+        self._version = version
+        try:
+            token = _read("auth_token_file", self._path).decode().strip()
+            self._expected = _bearer(_check_token(token, self._settings))
+        except (ConfigError, UnicodeDecodeError) as exc:
+            log.error("auth token file unusable (%s); the previous token stays in force", exc)
+            return
+        log.info("auth token re-read from %s", self._path)
+
+
+def _bearer(token: str) -> bytes:
+    return f"Bearer {token}".encode()
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
@@ -67,8 +126,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
 class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
     """Lets a call through only when it carries the daemon's token."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
 
     def intercept_service(
         self,
@@ -84,7 +143,7 @@ class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
         for key, value in metadata or ():
             if key == "authorization":
                 got = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(got, self._expected)
+                return hmac.compare_digest(got, self._tokens.expected())
         return False
 
 

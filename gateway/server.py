@@ -23,7 +23,7 @@ import grpc
 
 from client._proto import gateway_pb2_grpc as pb_grpc
 from client.address import status_socket_path
-from gateway.auth import BearerTokenCheck, auth_token, server_credentials
+from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
@@ -84,7 +84,7 @@ class Daemon:
     def start(self) -> None:
         s = self.settings
         # A TCP address needs TLS and a token: refused here, before anything starts.
-        tcp = None if s.socket_path else (server_credentials(s), BearerTokenCheck(auth_token(s)))
+        tcp = None if s.socket_path else (server_credentials(s), BearerTokenCheck(TokenSource(s)))
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = _lock_state_dir(s.state_dir)
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)

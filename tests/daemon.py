@@ -19,8 +19,6 @@ import grpc
 from client.credentials import tcp_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
-# What a client of a TCP daemon needs besides its address.
-TCP_CLIENT_ENV = ("FXGATE_AUTH_TOKEN", "FXGATE_TLS_CA_FILE")
 
 
 @dataclass
@@ -31,7 +29,7 @@ class DaemonProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     # host:port to serve over TCP instead of the state dir's socket; extra_env then
-    # carries the TLS files and the token, which clients of this daemon are given too.
+    # names the certificate, key and token files, which its clients are given too.
     tcp_address: str = ""
 
     @property
@@ -51,8 +49,11 @@ class DaemonProcess:
         """The environment a client process needs to find this daemon."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FXGATE_")}
         env.update(FXGATE_ADDRESS=self.address, PYTHONPATH=str(ROOT))
-        if self.tcp_address:
-            env.update({k: v for k, v in self.extra_env.items() if k in TCP_CLIENT_ENV})
+        if self.tcp_address:  # trust the daemon's own (self-signed) certificate, use its token
+            env.update(
+                FXGATE_TLS_CA_FILE=self.extra_env["FXGATE_TLS_CERT_FILE"],
+                FXGATE_AUTH_TOKEN_FILE=self.extra_env["FXGATE_AUTH_TOKEN_FILE"],
+            )
         return env
 
     def spawn(self) -> subprocess.Popen[bytes]:

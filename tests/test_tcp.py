@@ -10,7 +10,8 @@ import datetime
 import ipaddress
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -85,9 +86,6 @@ def tcp_daemon(
             "FXGATE_TLS_CERT_FILE": str(cert),
             "FXGATE_TLS_KEY_FILE": str(key),
             "FXGATE_AUTH_TOKEN_FILE": str(token_file),
-            # for the daemon's clients (the daemon ignores it):
-            "FXGATE_TLS_CA_FILE": str(cert),
-            "FXGATE_AUTH_TOKEN": TOKEN,
         },
     )
     d.start()
@@ -157,6 +155,43 @@ def test_wrong_token_in_the_client_library_is_a_clear_refusal(
     with Client(address=tcp_daemon.address) as c, pytest.raises(RequestRefused) as err:
         c.status()
     assert err.value.code == "UNAUTHENTICATED"
+
+
+def _await(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Until the daemon shows the change: it re-reads the token file on calls, once a second."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_rotated_token_file_takes_over_without_a_restart(
+    tcp_daemon: DaemonProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def accepted(token: str) -> bool:
+        monkeypatch.setenv("FXGATE_AUTH_TOKEN", token)
+        with Client(address=tcp_daemon.address) as c:
+            try:
+                c.status()
+            except RequestRefused as exc:
+                assert exc.code == "UNAUTHENTICATED"
+                return False
+            return True
+
+    token_file = Path(tcp_daemon.extra_env["FXGATE_AUTH_TOKEN_FILE"])
+    rotated = "rotated-token-0123456789abcdef"
+    assert accepted(TOKEN) and not accepted(rotated)
+    token_file.write_text(rotated + "\n")
+    _await(lambda: not accepted(TOKEN), "the old token is still accepted")
+    assert accepted(rotated)
+    assert "auth token re-read" in tcp_daemon.log()
+    # A botched rotation (a token too short) keeps the last good one in force.
+    token_file.write_text("short\n")
+    _await(
+        lambda: accepted(rotated) and "auth token file unusable" in tcp_daemon.log(),
+        "the unusable token file was not noticed",
+    )
+    assert not accepted("short")
 
 
 def test_client_that_does_not_trust_the_certificate_cannot_connect(
