@@ -83,8 +83,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _read_status(address: str) -> dict[str, Any]:
-    """The daemon's status document: from its status socket (no gRPC: see status_socket),
-    or over TCP from the Status call."""
+    """The daemon's status document, from its status socket (no gRPC: see status_socket).
+
+    A TCP daemon has no status socket: there the Status call answers instead.
+    """
     path = status_socket_path(address)
     if path is None:
         from client import Client

@@ -83,8 +83,10 @@ class Daemon:
 
     def start(self) -> None:
         s = self.settings
-        # A TCP address needs TLS and a token: refused here, before anything starts.
-        tcp = None if s.socket_path else (server_credentials(s), BearerTokenCheck(TokenSource(s)))
+        tls: grpc.ServerCredentials | None = None
+        interceptors: list[grpc.ServerInterceptor] = []
+        if s.socket_path is None:  # TCP needs TLS and a token: refused before anything starts
+            tls, interceptors = server_credentials(s), [BearerTokenCheck(TokenSource(s))]
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = _lock_state_dir(s.state_dir)
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
@@ -97,12 +99,12 @@ class Daemon:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
             maximum_concurrent_rpcs=s.grpc_threads,
-            interceptors=[tcp[1]] if tcp else [],
+            interceptors=interceptors,
         )
         pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
             Servicer(self.gateway), self.server
         )
-        self._bind(tcp[0] if tcp else None)
+        self._bind(tls)
         self.server.start()
         self._serve_status()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()

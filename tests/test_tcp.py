@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -210,34 +211,38 @@ def test_client_without_a_token_fails_before_connecting(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("with_tls", "settings", "message"),
     [
-        ({}, "set 'tls_cert_file' and 'tls_key_file'"),
-        ({"tls": True}, "set 'auth_token' or 'auth_token_file'"),
-        ({"tls": True, "FXGATE_AUTH_TOKEN": "short"}, "at least 16 characters"),
+        (False, {}, "set 'tls_cert_file' and 'tls_key_file'"),
+        (True, {}, "set 'auth_token' or 'auth_token_file'"),
+        (True, {"FXGATE_AUTH_TOKEN": "short"}, "at least 16 characters"),
         (
-            {"tls": True, "FXGATE_AUTH_TOKEN_FILE": "/nonexistent/token"},
+            True,
+            {"FXGATE_AUTH_TOKEN_FILE": "/nonexistent/token"},
             "'auth_token_file': cannot read /nonexistent/token",
         ),
         (
+            False,
             {"FXGATE_TLS_CERT_FILE": "/nonexistent/cert.pem", "FXGATE_TLS_KEY_FILE": "/x"},
             "'tls_cert_file': cannot read /nonexistent/cert.pem",
         ),
     ],
 )
 def test_tcp_without_tls_and_a_token_refuses_to_start(
-    tmp_path: Path, tls: tuple[Path, Path], settings: dict[str, object], message: str
+    tmp_path: Path,
+    tls: tuple[Path, Path],
+    with_tls: bool,
+    settings: dict[str, str],
+    message: str,
 ) -> None:
-    env = {k: str(v) for k, v in settings.items() if k.startswith("FXGATE_")}
-    if settings.get("tls"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FXGATE_")}
+    env |= settings | {"FXGATE_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)}
+    if with_tls:
         env |= {"FXGATE_TLS_CERT_FILE": str(tls[0]), "FXGATE_TLS_KEY_FILE": str(tls[1])}
-    d = DaemonProcess(tmp_path / "state", extra_env=env)
     address = f"127.0.0.1:{free_ports(1)[0]}"
     out = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--address", address],
-        env={k: v for k, v in d.env.items() if k != "FXGATE_ADDRESS"}
-        | env
-        | {"FXGATE_STATE_DIR": str(d.state_dir)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
