@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +123,18 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
         raise ConfigError(f"TLS certificate or key unusable: {exc}") from None
 
 
-class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Lets a call through only when it carries the daemon's token."""
 
     def __init__(self, tokens: TokenSource) -> None:
         self._tokens = tokens
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
+        handler = await continuation(details)
         if handler is None or self._allowed(details.invocation_metadata):
             return handler
         return _refusing(handler)
@@ -147,8 +147,8 @@ class BearerTokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
         return False
 
 
-def _refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+async def _refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
 
 def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

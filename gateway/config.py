@@ -64,8 +64,9 @@ class Settings:
     local_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_payload_bytes: int = 10 * 1000 * 1000
     retention_days: float = 14.0
-    # One thread per open watch stream: the most clients that can watch at once.
-    grpc_threads: int = 1024
+    # The most calls served at once (each watching client keeps one open);
+    # further calls are refused with RESOURCE_EXHAUSTED and clients retry.
+    max_calls: int = 4096
     log_level: str = "INFO"
     globus: GlobusSettings = field(default_factory=GlobusSettings)
 

@@ -7,13 +7,14 @@ one object.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,8 +188,12 @@ class Gateway:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
-    ) -> tuple[str, list[str]]:
-        """Validate, commit and hand tasks upstream; (group id, task ids)."""
+    ) -> Future[tuple[str, list[str]]]:
+        """Validate at once (raising), then commit and hand tasks upstream.
+
+        The future resolves to (group id, task ids) after the commit, so a
+        caller waits for durability without holding a thread.
+        """
         if not tasks:
             raise InvalidRequest("a submit needs at least one task")
         submit_id = _canonical_uuid(submit_id, "submit_id") if submit_id else str(uuid.uuid4())
@@ -199,15 +204,24 @@ class Gateway:
         # Whether the group exists (and on which upstream) is decided by the
         # store's writer, where concurrent first submits cannot race.
         group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
-        ids = self.store.accept(group, tasks, submit_id, result_serializers).result()
-        pending = [
-            PendingTask(
-                tid, group.id, endpoint, t.function_id, t.payload, tuple(result_serializers)
-            )
-            for tid, t in zip(ids, tasks, strict=True)
-        ]
-        self.upstreams[upstream].enqueue(pending)
-        return group.id, ids
+        serializers = tuple(result_serializers)
+        out: Future[tuple[str, list[str]]] = Future()
+
+        def committed(accepted: Future[list[str]]) -> None:
+            try:
+                ids = accepted.result()
+            except Exception as exc:  # noqa: BLE001 - the caller's to report
+                out.set_exception(exc)
+                return
+            pending = [
+                PendingTask(tid, group.id, endpoint, t.function_id, t.payload, serializers)
+                for tid, t in zip(ids, tasks, strict=True)
+            ]
+            self.upstreams[upstream].enqueue(pending)
+            out.set_result((group.id, ids))
+
+        self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
+        return out
 
     def _check_task(self, index: int, task: NewTask) -> None:
         limit = self.settings.max_payload_bytes
@@ -235,26 +249,30 @@ class Gateway:
         group = self.group(group_id)
         return group, self.store.task_states(group.id)
 
-    def watch(
-        self, group_id: str, after_seq: int, is_active: Callable[[], bool] | None = None
-    ) -> Iterator[tuple[list[TaskEvent], bool]]:
-        """Yield (events, replay_done): every stored event after after_seq, then live."""
-        group = self.group(group_id)
-        sub = self.hub.subscribe(group.id)
+    async def watch(
+        self, group_id: str, after_seq: int, reads: Executor
+    ) -> AsyncGenerator[tuple[list[TaskEvent], bool], None]:
+        """Yield (events, replay_done): every stored event after after_seq, then live.
+
+        Runs on the server's event loop; store reads go to `reads` so that a
+        slow database never stalls the other streams.
+        """
+        loop = asyncio.get_running_loop()
+        group = await loop.run_in_executor(reads, self.group, group_id)
+        sub = self.hub.subscribe(group.id, loop)
         try:
             last = after_seq
             while True:
-                page = self.store.events_after(group.id, last, REPLAY_PAGE)
+                page = await loop.run_in_executor(
+                    reads, self.store.events_after, group.id, last, REPLAY_PAGE
+                )
                 if page:
                     last = page[-1].seq
                 if len(page) < REPLAY_PAGE:
                     yield page, True
                     break
                 yield page, False
-            while is_active is None or is_active():
-                batch = sub.next_batch(timeout=1.0)
-                if batch is None:
-                    return
+            while (batch := await sub.next_batch()) is not None:
                 fresh = [e for e in batch if e.seq > last]
                 if fresh:
                     last = fresh[-1].seq

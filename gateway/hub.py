@@ -3,11 +3,16 @@
 The store's writer publishes here after each commit, in seq order, so a
 subscriber that registers before it reads its replay from the store misses
 nothing: whatever it replayed, it skips live by seq.
+
+Subscribers are watch streams on the gRPC server's event loop; the writer is a
+thread. A subscription buffers events under a lock and wakes its stream only
+when its buffer goes from empty to not empty, so a busy stream costs one
+wake-up per batch it sends, not one per commit.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,32 +23,42 @@ from gateway.store import TaskEvent
 class Subscription:
     """One watch stream's inbox of events for one group."""
 
-    def __init__(self, hub: Hub, group_id: str) -> None:
+    def __init__(self, hub: Hub, group_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.group_id = group_id
         self._hub = hub
-        self._inbox: queue.SimpleQueue[list[TaskEvent] | None] = queue.SimpleQueue()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[TaskEvent] = []
+        self._closed = False
+        self._ready = asyncio.Event()  # touched only on the loop
 
     def put(self, events: list[TaskEvent] | None) -> None:
-        self._inbox.put(events)
-
-    def next_batch(self, timeout: float) -> list[TaskEvent] | None:
-        """Everything waiting, or [] after timeout; None once the hub closed."""
-        try:
-            first = self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        if first is None:
-            return None
-        batch = list(first)
-        while True:
+        """Add events (None: the hub closed); safe from any thread."""
+        with self._lock:
+            wake = not self._pending and not self._closed
+            if events is None:
+                self._closed = True
+            else:
+                self._pending.extend(events)
+        if wake:
             try:
-                more = self._inbox.get_nowait()
-            except queue.Empty:
+                self._loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:  # the loop is gone: nobody is reading any more
+                pass
+
+    async def next_batch(self) -> list[TaskEvent] | None:
+        """Everything waiting, as soon as there is something; None once the hub closed."""
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                closed = self._closed
+                if not batch and not closed:
+                    self._ready.clear()  # the next put() sets it again
+            if batch:
                 return batch
-            if more is None:
-                self._inbox.put(None)
-                return batch
-            batch.extend(more)
+            if closed:
+                return None
+            await self._ready.wait()
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
@@ -57,8 +72,9 @@ class Hub:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._closed = False
 
-    def subscribe(self, group_id: str) -> Subscription:
-        sub = Subscription(self, group_id)
+    def subscribe(self, group_id: str, loop: asyncio.AbstractEventLoop) -> Subscription:
+        """A subscription whose reader runs on `loop`."""
+        sub = Subscription(self, group_id, loop)
         with self._lock:
             if self._closed:
                 sub.put(None)

@@ -8,34 +8,39 @@ finish, commits what is queued and exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import grpc
 
-from client._proto import gateway_pb2_grpc as pb_grpc
 from client.address import status_socket_path
 from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
-from gateway.service import Servicer
+from gateway.service import Servicer, add_to_server
 from gateway.status_socket import StatusSocket
 from gateway.store import Store
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.local import LocalUpstream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_MESSAGE = 64 * 1024 * 1024
+# Threads for the blocking part of calls (store reads, validation); a watch
+# stream or a submit waiting for its commit holds none of them.
+BLOCKING_THREADS = 8
 RETENTION_CHECK_S = 3600.0
 
 
@@ -78,13 +83,16 @@ class Daemon:
         self._stop_signal: int | None = None
         self._lock: IO[str] | None = None
         self.gateway: Gateway | None = None
-        self.server: grpc.Server | None = None
+        self.server: grpc.aio.Server | None = None
         self.status_socket: StatusSocket | None = None
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
+        self._blocking = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="grpc-call")
 
     def start(self) -> None:
         s = self.settings
         tls: grpc.ServerCredentials | None = None
-        interceptors: list[grpc.ServerInterceptor] = []
+        interceptors: list[grpc.aio.ServerInterceptor] = []
         if s.socket_path is None:  # TCP needs TLS and a token: refused before anything starts
             tls, interceptors = server_credentials(s), [BearerTokenCheck(TokenSource(s))]
         s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -92,20 +100,8 @@ class Daemon:
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
         self.gateway = Gateway(s, store, build_upstreams(s, store))
         self.gateway.start()
-        self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=s.grpc_threads, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-            ],
-            maximum_concurrent_rpcs=s.grpc_threads,
-            interceptors=interceptors,
-        )
-        pb_grpc.add_GatewayServicer_to_server(  # type: ignore[no-untyped-call]
-            Servicer(self.gateway), self.server
-        )
-        self._bind(tls)
-        self.server.start()
+        self._loop_thread.start()
+        self._on_loop(self._start_server(self.gateway, tls, interceptors))
         self._serve_status()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         log.info(
@@ -116,14 +112,35 @@ class Daemon:
             self.gateway.local_endpoint_id,
         )
 
-    def _bind(self, tls: grpc.ServerCredentials | None) -> None:
-        assert self.server is not None
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop and wait for its outcome."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _start_server(
+        self,
+        gateway: Gateway,
+        tls: grpc.ServerCredentials | None,
+        interceptors: list[grpc.aio.ServerInterceptor],
+    ) -> None:
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+            maximum_concurrent_rpcs=self.settings.max_calls,
+            interceptors=interceptors,
+        )
+        add_to_server(Servicer(gateway, self._blocking), self.server)
+        self._bind(self.server, tls)
+        await self.server.start()
+
+    def _bind(self, server: grpc.aio.Server, tls: grpc.ServerCredentials | None) -> None:
         path = self.settings.socket_path
         if path is None:
             assert tls is not None  # start() built it for every TCP address
             address = self.settings.resolved_address
             try:
-                bound = self.server.add_secure_port(address, tls)
+                bound = server.add_secure_port(address, tls)
             except RuntimeError as exc:
                 raise ConfigError(f"cannot listen on {address}: {exc}") from None
             if not bound:
@@ -133,7 +150,7 @@ class Daemon:
         path.unlink(missing_ok=True)  # stale socket of a dead daemon; the lock proves it
         old = os.umask(0o177)
         try:
-            self.server.add_insecure_port(f"unix://{path}")
+            server.add_insecure_port(f"unix://{path}")
         finally:
             os.umask(old)
 
@@ -185,7 +202,11 @@ class Daemon:
         if self.gateway is not None:
             self.gateway.hub.close()  # end watch streams; clients reconnect later
         if self.server is not None:
-            self.server.stop(grace=5).wait()
+            self._on_loop(self.server.stop(grace=5))
+        if self._loop_thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join()
+        self._blocking.shutdown()
         if self.gateway is not None:
             self.gateway.stop()
         path = self.settings.socket_path

@@ -3,16 +3,26 @@
 This is the only module that knows gRPC status codes. A client's mistake ends
 its own call with a clear code and message and touches nothing else; an
 unexpected error is logged with its traceback and reported as INTERNAL.
+
+The servicer runs on grpc's asyncio server: an open watch stream is a
+coroutine, not a thread, so hundreds of watching clients cost little. Calls
+that read or write the store run their blocking part on a small thread pool,
+and a submit waits for its commit without holding a thread at all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeAlias, TypeVar, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from client._proto import gateway_pb2 as pb
 from client._proto import gateway_pb2_grpc as pb_grpc
@@ -23,9 +33,11 @@ from gateway.store import NewTask, TaskEvent
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # Watch messages carry many events; cap each message's size well below the
 # channel limit (results may be up to 10 MB each).
+SERVICE = "fxgate.v1.Gateway"
 EVENTS_PER_MESSAGE = 1000
 BYTES_PER_MESSAGE = 8 * 1024 * 1024
 
@@ -45,24 +57,74 @@ def _status_of(exc: Exception) -> grpc.StatusCode | None:
     return None
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:
     code = _status_of(exc)
     if code is None:
-        log.exception("%s failed unexpectedly", method)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc}")
+        log.error("%s failed unexpectedly", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc}")
     log.info("%s refused: %s", method, exc)
-    context.abort(code, str(exc))
+    await context.abort(code, str(exc))
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """Stands in for a request whose bytes are not the message the method takes."""
+
+    error: str
+
+    def refuse(self) -> NoReturn:
+        raise InvalidRequest(f"request is not a valid message: {self.error}")
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Unparsable(str(exc))
+
+    return deserialize
+
+
+class _Collected:
+    """Takes the method handlers the generated code registers, to adjust them."""
+
+    handlers: dict[str, grpc.RpcMethodHandler]
+
+    def add_generic_rpc_handlers(self, _handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _name: str, handlers: Any) -> None:
+        self.handlers = handlers
+
+
+def add_to_server(servicer: Servicer, server: grpc.aio.Server) -> None:
+    """Register the service, with requests that do not parse refused as INVALID_ARGUMENT.
+
+    grpc itself answers UNKNOWN to bytes that are not a protobuf message,
+    which reads like a fault of the daemon rather than the client's mistake.
+    """
+    collected = _Collected()
+    pb_grpc.add_GatewayServicer_to_server(servicer, collected)  # type: ignore[no-untyped-call]
+    handlers = {
+        name: cast(Any, h)._replace(request_deserializer=_lenient(h.request_deserializer))
+        for name, h in collected.handlers.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def unary(method: F) -> F:
     """Map the core's exceptions to gRPC status codes for a unary RPC."""
 
     @functools.wraps(method)
-    def wrapper(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+    async def wrapper(self: Servicer, request: Any, context: Any) -> Any:
         try:
-            return method(self, request, context)
+            if isinstance(request, Unparsable):
+                request.refuse()
+            return await method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - this is the edge
-            _abort(context, exc, method.__name__)
+            await _abort(context, exc, method.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -99,48 +161,64 @@ def _messages(events: list[TaskEvent], replay_done: bool) -> Iterator[pb.WatchRe
         yield pb.WatchResponse(events=chunk, replay_done=replay_done)
 
 
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
 class Servicer(pb_grpc.GatewayServicer):
     """The fxgate.v1.Gateway service."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, blocking: Executor) -> None:
         self.gw = gateway
+        self._blocking = blocking
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call of the core off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._blocking, fn, *args)
 
     @unary
-    def RegisterFunction(  # noqa: N802 - gRPC method name
-        self, request: pb.RegisterFunctionRequest, context: grpc.ServicerContext
+    async def RegisterFunction(  # noqa: N802 - gRPC method name
+        self, request: pb.RegisterFunctionRequest, context: Context
     ) -> pb.RegisterFunctionResponse:
-        fid = self.gw.register_function(request.function_name, request.function_code)
+        fid = await self._run(
+            self.gw.register_function, request.function_name, request.function_code
+        )
         return pb.RegisterFunctionResponse(function_id=fid)
 
     @unary
-    def Submit(  # noqa: N802
-        self, request: pb.SubmitRequest, context: grpc.ServicerContext
+    async def Submit(  # noqa: N802
+        self, request: pb.SubmitRequest, context: Context
     ) -> pb.SubmitResponse:
         tasks = [NewTask(t.function_id, t.payload) for t in request.tasks]
-        group_id, ids = self.gw.submit(
+        committed = await self._run(
+            self.gw.submit,
             request.task_group_id,
             request.endpoint_id,
             tasks,
             request.submit_id,
             list(request.result_serializers),
         )
+        group_id, ids = await asyncio.wrap_future(committed)
         return pb.SubmitResponse(task_group_id=group_id, task_ids=ids)
 
-    def Watch(  # noqa: N802
-        self, request: pb.WatchRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchResponse]:
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchRequest, context: Context
+    ) -> AsyncIterator[pb.WatchResponse]:
         try:
-            stream = self.gw.watch(request.task_group_id, request.after_seq, context.is_active)
-            for events, replay_done in stream:
-                yield from _messages(events, replay_done)
+            if isinstance(request, Unparsable):
+                request.refuse()
+            stream = self.gw.watch(request.task_group_id, request.after_seq, self._blocking)
+            async with contextlib.aclosing(stream):  # unsubscribes when the client goes away
+                async for events, replay_done in stream:
+                    for message in _messages(events, replay_done):
+                        yield message
         except Exception as exc:  # noqa: BLE001 - this is the edge
-            _abort(context, exc, "Watch")
+            await _abort(context, exc, "Watch")
 
     @unary
-    def GetTaskGroup(  # noqa: N802
-        self, request: pb.GetTaskGroupRequest, context: grpc.ServicerContext
+    async def GetTaskGroup(  # noqa: N802
+        self, request: pb.GetTaskGroupRequest, context: Context
     ) -> pb.GetTaskGroupResponse:
-        group, states = self.gw.task_states(request.task_group_id)
+        group, states = await self._run(self.gw.task_states, request.task_group_id)
         return pb.GetTaskGroupResponse(
             task_group_id=group.id,
             endpoint_id=group.endpoint_id,
@@ -149,29 +227,31 @@ class Servicer(pb_grpc.GatewayServicer):
         )
 
     @unary
-    def GetTasks(  # noqa: N802
-        self, request: pb.GetTasksRequest, context: grpc.ServicerContext
+    async def GetTasks(  # noqa: N802
+        self, request: pb.GetTasksRequest, context: Context
     ) -> pb.GetTasksResponse:
-        events = self.gw.tasks(list(request.task_ids))
+        events = await self._run(self.gw.tasks, list(request.task_ids))
         return pb.GetTasksResponse(tasks=[event_message(e) for e in events])
 
     @unary
-    def Cancel(  # noqa: N802
-        self, request: pb.CancelRequest, context: grpc.ServicerContext
+    async def Cancel(  # noqa: N802
+        self, request: pb.CancelRequest, context: Context
     ) -> pb.CancelResponse:
-        return pb.CancelResponse(cancelled_task_ids=self.gw.cancel(list(request.task_ids)))
+        cancelled = await self._run(self.gw.cancel, list(request.task_ids))
+        return pb.CancelResponse(cancelled_task_ids=cancelled)
 
     @unary
-    def ReleaseGroup(  # noqa: N802
-        self, request: pb.ReleaseGroupRequest, context: grpc.ServicerContext
+    async def ReleaseGroup(  # noqa: N802
+        self, request: pb.ReleaseGroupRequest, context: Context
     ) -> pb.ReleaseGroupResponse:
-        return pb.ReleaseGroupResponse(tasks_released=self.gw.release(request.task_group_id))
+        released = await self._run(self.gw.release, request.task_group_id)
+        return pb.ReleaseGroupResponse(tasks_released=released)
 
     @unary
-    def Status(  # noqa: N802
-        self, request: pb.StatusRequest, context: grpc.ServicerContext
+    async def Status(  # noqa: N802
+        self, request: pb.StatusRequest, context: Context
     ) -> pb.StatusResponse:
-        s = self.gw.status()
+        s = await self._run(self.gw.status)
         return pb.StatusResponse(
             version=s.version,
             uptime_s=s.uptime_s,

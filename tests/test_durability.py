@@ -184,7 +184,7 @@ def test_stale_socket_of_killed_daemon_is_replaced(daemon: DaemonProcess) -> Non
 
 
 def test_a_daemon_at_its_call_limit_makes_clients_wait_not_fail(tmp_path: Path) -> None:
-    d = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_GRPC_THREADS": "2"})
+    d = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_MAX_CALLS": "2"})
     d.start()
     try:
         first = Executor(endpoint_id="local", address=d.address)

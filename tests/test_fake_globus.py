@@ -290,6 +290,9 @@ def test_close_all_connections_drops_clients(rabbit: RabbitNode) -> None:  # noq
 
 def test_kill_then_start_recovers_durable_queue(fresh_rabbit: RabbitNode) -> None:  # noqa: F811
     _publish_persistent(fresh_rabbit.url, "fxtest.crash", b"after-crash")
+    # The confirm means the message is on disk; the queue's declaration goes to
+    # Mnesia's log asynchronously, and a kill within milliseconds can lose it.
+    assert fresh_rabbit.ctl("eval", "mnesia:sync_log().").strip() == "ok"
     fresh_rabbit.kill()
     assert not fresh_rabbit.is_running()
     with pytest.raises(pika.exceptions.AMQPConnectionError):
