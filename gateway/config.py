@@ -107,12 +107,22 @@ def _coerce(name: str, value: Any, target: Any) -> Any:
         ) from None
 
 
+# Settings that were renamed: a config written for an older daemon is told the new name.
+RENAMED = {"grpc_threads": "max_calls"}
+
+
+def _unknown(name: str) -> ConfigError:
+    if name in RENAMED:
+        return ConfigError(f"setting {name!r} is now {RENAMED[name]!r}")
+    return ConfigError(f"unknown setting {name!r}")
+
+
 def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown setting {name!r}")
+            raise _unknown(name)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
@@ -135,8 +145,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         section, _, rest = key.partition("_")
         if section in sections and rest:
             out.setdefault(section, {})[rest] = value
-        elif key in {f.name for f in dataclasses.fields(Settings)}:
-            out[key] = value
+        elif key in {f.name for f in dataclasses.fields(Settings)} or key in RENAMED:
+            out[key] = value  # a renamed key is refused by name in _apply
         else:
             raise ConfigError(f"unknown environment setting {var}")
     return out
@@ -168,6 +178,8 @@ def load(
     _apply(settings, flag_values, "")
     if settings.local_workers < 1:
         raise ConfigError("setting 'local_workers' must be at least 1")
+    if settings.max_calls < 1:
+        raise ConfigError("setting 'max_calls' must be at least 1")
     if settings.max_payload_bytes < 1:
         raise ConfigError("setting 'max_payload_bytes' must be positive")
     return settings

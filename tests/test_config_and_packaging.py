@@ -50,6 +50,9 @@ def test_daemon_and_its_clients_can_share_one_environment(tmp_path: Path) -> Non
         ("[globus]\nnope = 1\n", {}, "unknown setting 'globus.nope'"),
         ("", {"FXGATE_NO_SUCH": "1"}, "unknown environment setting FXGATE_NO_SUCH"),
         ("", {"FXGATE_LOCAL_WORKERS": "0"}, "at least 1"),
+        ("", {"FXGATE_MAX_CALLS": "0"}, "'max_calls' must be at least 1"),
+        ("grpc_threads = 64\n", {}, "'grpc_threads' is now 'max_calls'"),
+        ("", {"FXGATE_GRPC_THREADS": "64"}, "'grpc_threads' is now 'max_calls'"),
         ("local_workers = [", {}, "config file"),
     ],
 )
