@@ -206,6 +206,7 @@ class Daemon:
         if self._loop_thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join()
+        self._loop.close()
         self._blocking.shutdown()
         if self.gateway is not None:
             self.gateway.stop()

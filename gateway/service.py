@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
+SERVICE = "fxgate.v1.Gateway"
 # Watch messages carry many events; cap each message's size well below the
 # channel limit (results may be up to 10 MB each).
-SERVICE = "fxgate.v1.Gateway"
 EVENTS_PER_MESSAGE = 1000
 BYTES_PER_MESSAGE = 8 * 1024 * 1024
 
