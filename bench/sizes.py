@@ -32,7 +32,7 @@ SCALES = {
     "full": Scale(
         name="full",
         stream_tasks=20_000,
-        stream_rounds=3,
+        stream_rounds=5,
         latency_samples=200,
         latency_gap_s=(0.02, 0.12),
         reattach_tasks=100_000,
