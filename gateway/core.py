@@ -206,6 +206,9 @@ class Gateway:
         group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
         serializers = tuple(result_serializers)
         out: Future[tuple[str, list[str]]] = Future()
+        # Running, so a caller that goes away cannot cancel it: the commit is
+        # under way and its tasks are accepted whether or not anyone hears so.
+        out.set_running_or_notify_cancel()
 
         def committed(accepted: Future[list[str]]) -> None:
             try:

@@ -215,3 +215,41 @@ def test_locked_database_gives_unavailable_and_loses_nothing(tmp_path: object) -
             assert c.status()["tasks"] == {"SUCCESS": 2}
     finally:
         assert d.stop() == 0
+
+
+def test_submit_given_up_by_its_client_while_committing_is_still_accepted(
+    tmp_path: object,
+) -> None:
+    """A Submit whose caller left (deadline) during the commit is kept, and nothing breaks."""
+    import sqlite3
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    d = DaemonProcess(tmp_path / "state")
+    d.start()
+    try:
+        stub = pb_grpc.GatewayStub(grpc.insecure_channel(d.address))
+        fid = stub.RegisterFunction(
+            pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
+        ).function_id
+        group = str(uuid.uuid4())
+        blocker = sqlite3.connect(d.state_dir / "gateway.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # the commit waits (busy timeout 5 s)
+        request = pb.SubmitRequest(
+            endpoint_id="local",
+            task_group_id=group,
+            tasks=[pb.TaskSpec(function_id=fid, payload=pack_payload((1,), {}))],
+        )
+        err = refusal(lambda: stub.Submit(request, timeout=0.3))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        # One writer commits in order: once a later submit is answered, the first is in.
+        submit(stub, fid, task_group_id=group)()
+        with Client(address=d.address) as c:
+            assert len(c.get_task_group(group)["tasks"]) == 2
+        still_serving(d)
+    finally:
+        assert d.stop() == 0
+    log = d.log_path.read_text()
+    assert "Traceback" not in log and "exception calling callback" not in log
