@@ -26,12 +26,16 @@ def stub(daemon: DaemonProcess) -> pb_grpc.GatewayStub:
     return pb_grpc.GatewayStub(channel)
 
 
-@pytest.fixture
-def function_id(stub: pb_grpc.GatewayStub) -> str:
+def register_double(stub: pb_grpc.GatewayStub) -> str:
     response = stub.RegisterFunction(
         pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
     )
     return str(response.function_id)
+
+
+@pytest.fixture
+def function_id(stub: pb_grpc.GatewayStub) -> str:
+    return register_double(stub)
 
 
 def still_serving(daemon: DaemonProcess) -> None:
@@ -196,9 +200,7 @@ def test_locked_database_gives_unavailable_and_loses_nothing(tmp_path: object) -
     d.start()
     try:
         stub = pb_grpc.GatewayStub(grpc.insecure_channel(d.address))
-        fid = stub.RegisterFunction(
-            pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
-        ).function_id
+        fid = register_double(stub)
         with Executor(endpoint_id="local", address=d.address) as ex:
             before = ex.submit(double, 1)
             assert before.result(timeout=60) == 2
@@ -229,9 +231,7 @@ def test_submit_given_up_by_its_client_while_committing_is_still_accepted(
     d.start()
     try:
         stub = pb_grpc.GatewayStub(grpc.insecure_channel(d.address))
-        fid = stub.RegisterFunction(
-            pb.RegisterFunctionRequest(function_name="double", function_code=pack_function(double))
-        ).function_id
+        fid = register_double(stub)
         group = str(uuid.uuid4())
         blocker = sqlite3.connect(d.state_dir / "gateway.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # the commit waits (busy timeout 5 s)
