@@ -8,6 +8,7 @@ funcX script moves over to fxgate as promised, output and all.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -206,3 +207,22 @@ def test_submit_batch_then_reload_batch(daemon: DaemonProcess) -> None:
 
     reload = run_example(daemon, "funcxexecutor_reload_batch.py", group_id)
     assert lines_of(reload, daemon) == ["Received: All done!"] * 10
+
+
+def test_the_readme_main_job_runs_to_the_end(tmp_path: Path) -> None:
+    """`bash scripts/demo`, as the README's quickstart gives it, on a fresh state dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FXGATE_", "XDG_"))}
+    env["HOME"] = str(tmp_path)  # the embedded default state dir lands under it
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "\n14\n" in done.stdout  # the basic example's result
+    status = done.stdout.split("== fxgate status\n", 1)[1]
+    for line in ("task groups: 3", "tasks success: 101", "tasks failed: 1"):
+        assert line in status, status  # 1 + 100 collatz results; 1 deliberate failure
+    assert not (tmp_path / ".local/state/fxgate/gateway.sock").exists()  # daemon stopped
