@@ -171,7 +171,7 @@ class ResultStream:
         complete: CompleteFn,
         quarantine: QuarantineFn,
         *,
-        prefetch: int = 1000,
+        prefetch: int = 4 * GATHER_MAX,
         submits_in_flight: Callable[[], bool] = lambda: False,
     ) -> None:
         self._connect_info = connect_info
