@@ -38,7 +38,7 @@ class GlobusSettings:
     broker_fallback_s: float = 60.0
     poll_interval_s: float = 5.0
     # Unacknowledged results per group queue. Several commits' worth (a commit
-    # takes up to 1,000), so the broker keeps sending while a batch commits;
+    # takes about 1,000), so the broker keeps sending while a batch commits;
     # at 1,000 the stream stalled for every commit.
     prefetch: int = 4000
     http_timeout_s: float = 30.0

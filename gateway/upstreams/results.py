@@ -45,7 +45,8 @@ EXACT_MATCH_BYTES = 64 * 1024
 
 # A result message larger than this is kept in quarantine, not stored as a result.
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
-# Most messages taken into one commit while a stream keeps coming.
+# Gathering for one commit stops once this many messages wait (the last socket
+# read may bring a few hundred more).
 GATHER_MAX = 1000
 # How many commits a result for an unknown task waits for its submit answer.
 MAX_HOLDS = 50
