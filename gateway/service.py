@@ -36,6 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 SERVICE = "fxgate.v1.Gateway"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 # Watch messages carry many events; cap each message's size well below the
 # channel limit (results may be up to 10 MB each).
 EVENTS_PER_MESSAGE = 1000
@@ -57,7 +58,7 @@ def _status_of(exc: Exception) -> grpc.StatusCode | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> None:
+async def _abort(context: Context, exc: Exception, method: str) -> None:
     code = _status_of(exc)
     if code is None:
         log.error("%s failed unexpectedly", method, exc_info=exc)
@@ -118,7 +119,7 @@ def unary(method: F) -> F:
     """Map the core's exceptions to gRPC status codes for a unary RPC."""
 
     @functools.wraps(method)
-    async def wrapper(self: Servicer, request: Any, context: Any) -> Any:
+    async def wrapper(self: Servicer, request: Any, context: Context) -> Any:
         try:
             if isinstance(request, Unparsable):
                 request.refuse()
@@ -159,9 +160,6 @@ def _messages(events: list[TaskEvent], replay_done: bool) -> Iterator[pb.WatchRe
             chunk, size = [], 0
     if chunk or replay_done:
         yield pb.WatchResponse(events=chunk, replay_done=replay_done)
-
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class Servicer(pb_grpc.GatewayServicer):
