@@ -258,28 +258,38 @@ class Gateway:
         """Yield (events, replay_done): every stored event after after_seq, then live.
 
         Runs on the server's event loop; store reads go to `reads` so that a
-        slow database never stalls the other streams.
+        slow database never stalls the other streams. A stream that fell
+        behind its bounded live buffer reads from the store again: the seq
+        order makes that exact, with nothing missed and nothing sent twice.
         """
         loop = asyncio.get_running_loop()
         group = await loop.run_in_executor(reads, self.group, group_id)
         sub = self.hub.subscribe(group.id, loop)
+        last = after_seq  # the seq of the last event this stream yielded
+        replayed = False
         try:
-            last = after_seq
-            while True:
+            while True:  # one turn: read the store up to now, then live until behind
                 page = await loop.run_in_executor(
                     reads, self.store.events_after, group.id, last, REPLAY_PAGE
                 )
                 if page:
                     last = page[-1].seq
-                if len(page) < REPLAY_PAGE:
-                    yield page, True
-                    break
-                yield page, False
-            while (batch := await sub.next_batch()) is not None:
-                fresh = [e for e in batch if e.seq > last]
-                if fresh:
-                    last = fresh[-1].seq
-                    yield fresh, False
+                if len(page) == REPLAY_PAGE:  # more stored after this page
+                    yield page, False
+                    continue
+                if page or not replayed:
+                    yield page, not replayed
+                    replayed = True
+                while (batch := await sub.next_batch()) is not None:
+                    events, behind = batch
+                    if behind:
+                        break  # dropped: read them from the store
+                    fresh = [e for e in events if e.seq > last]
+                    if fresh:
+                        last = fresh[-1].seq
+                        yield fresh, False
+                else:
+                    return  # the hub closed
         finally:
             sub.close()
 

@@ -8,6 +8,13 @@ Subscribers are watch streams on the gRPC server's event loop; the writer is a
 thread. A subscription buffers events under a lock and wakes its stream only
 when its buffer goes from empty to not empty, so a busy stream costs one
 wake-up per batch it sends, not one per commit.
+
+A stream whose client reads slowly or not at all must not cost the daemon
+memory for every result it has not sent (100,000 results of 4 KB held 520 MB
+for one stalled stream). So a buffer holds at most BUFFER_EVENTS events or
+BUFFER_BYTES bytes; past that it drops what it holds and marks itself
+behind, and its stream reads what it missed from the store (the truth; live
+events only save a read) before it takes live events again.
 """
 
 from __future__ import annotations
@@ -19,9 +26,24 @@ from collections.abc import Iterable
 
 from gateway.store import TaskEvent
 
+# What one subscription buffers at most before it falls back to the store.
+BUFFER_EVENTS = 4000
+BUFFER_BYTES = 4 * 1024 * 1024
+# Counted per buffered event beside its data (the object, ids, the list slot).
+EVENT_OVERHEAD = 300
+
+
+def event_bytes(e: TaskEvent) -> int:
+    """About what an event costs in memory: its result, its error text, the object."""
+    return len(e.data) + len(e.exception) + len(e.error_message) + EVENT_OVERHEAD
+
 
 class Subscription:
-    """One watch stream's inbox of events for one group."""
+    """One watch stream's inbox of events for one group.
+
+    _pending, _size, _behind and _closed are shared by the writer thread
+    (put) and the stream's event loop (next_batch), under _lock.
+    """
 
     def __init__(self, hub: Hub, group_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.group_id = group_id
@@ -29,33 +51,46 @@ class Subscription:
         self._loop = loop
         self._lock = threading.Lock()
         self._pending: list[TaskEvent] = []
+        self._size = 0  # event_bytes of _pending
+        self._behind = False  # events were dropped: the reader must read the store
         self._closed = False
         self._ready = asyncio.Event()  # touched only on the loop
 
     def put(self, events: list[TaskEvent] | None) -> None:
         """Add events (None: the hub closed); safe from any thread."""
         with self._lock:
-            wake = not self._pending and not self._closed
+            wake = not self._pending and not self._behind and not self._closed
             if events is None:
                 self._closed = True
-            else:
+            elif not self._behind:
                 self._pending.extend(events)
+                self._size += sum(event_bytes(e) for e in events)
+                if len(self._pending) > BUFFER_EVENTS or self._size > BUFFER_BYTES:
+                    self._pending, self._size, self._behind = [], 0, True
         if wake:
             try:
                 self._loop.call_soon_threadsafe(self._ready.set)
             except RuntimeError:  # the loop is gone: nobody is reading any more
                 pass
 
-    async def next_batch(self) -> list[TaskEvent] | None:
-        """Everything waiting, as soon as there is something; None once the hub closed."""
+    async def next_batch(self) -> tuple[list[TaskEvent], bool] | None:
+        """(events, behind) as soon as there is something; None once the hub closed.
+
+        behind (with no events) means the buffer overflowed and was dropped:
+        the reader must read from the store every event after the last one it
+        sent. It reads after this call returned, so whatever was dropped was
+        committed before that read began, and anything published since is
+        buffered again (and skipped by seq if the read already had it).
+        """
         while True:
             with self._lock:
-                batch, self._pending = self._pending, []
+                batch, behind = self._pending, self._behind
+                self._pending, self._size, self._behind = [], 0, False
                 closed = self._closed
-                if not batch and not closed:
+                if not batch and not behind and not closed:
                     self._ready.clear()  # the next put() sets it again
-            if batch:
-                return batch
+            if batch or behind:
+                return batch, behind
             if closed:
                 return None
             await self._ready.wait()
