@@ -4,13 +4,16 @@ The daemon and every client resolve the default address the same way, so a
 script needs no configuration on a machine where `fxgate serve` runs with
 defaults. Calls that may meet a restarting daemon retry with backoff; the
 channel itself is told to reconnect quickly (gRPC's default backoff grows to
-two minutes, far too slow for a daemon restart).
+two minutes, far too slow for a daemon restart). A unix socket is checked
+before the channel exists (client/socket_trust.py): a socket someone else
+could have planted is never sent a byte.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +24,8 @@ import grpc
 from client._proto import gateway_pb2_grpc as pb_grpc
 from client.address import resolve_address, unix_path
 from client.credentials import tcp_credentials
-from client.errors import GatewayUnavailable, RequestRefused
+from client.errors import DaemonPermissionDenied, GatewayUnavailable, RequestRefused
+from client.socket_trust import check_socket, permission_denied
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# A call that keeps failing says why after this long, then again every REPEAT_WARNING_S.
+FIRST_WARNING_S = 0.5
+REPEAT_WARNING_S = 10.0
 
 
 def open_channel(address: str) -> grpc.Channel:
@@ -74,42 +81,71 @@ class Connection:
 
     def __init__(self, address: str | None = None) -> None:
         self.address = resolve_address(address)
+        self.socket_path = unix_path(self.address)
+        if self.socket_path is not None:
+            check_socket(self.socket_path)
         self.channel = open_channel(self.address)
         self.stub = pb_grpc.GatewayStub(self.channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.channel.close()
 
+    def _permission_denied(self) -> DaemonPermissionDenied | None:
+        """Whether the socket is there but closed to this user (gRPC calls that UNAVAILABLE)."""
+        if self.socket_path is None:
+            return None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.socket_path))
+            except PermissionError as exc:
+                return permission_denied(self.socket_path, exc)
+            except OSError:
+                pass
+        return None
+
+    def _unavailable(self, exc: grpc.RpcError, what: str) -> str:
+        return (
+            f"no fxgate daemon answers at {self.address} ({what}: {exc.details()}); "
+            "start one with `fxgate serve` or set FXGATE_ADDRESS"
+        )
+
     def call(self, rpc: Callable[[], T], *, what: str) -> T:
         """One call; a daemon that is not there is a GatewayUnavailable."""
         try:
             return rpc()
         except grpc.RpcError as exc:
-            if transient(exc):
-                raise GatewayUnavailable(
-                    f"no fxgate daemon answers at {self.address} ({what}); start one with "
-                    "`fxgate serve` or set FXGATE_ADDRESS"
-                ) from None
-            raise refused(exc) from None
+            if not transient(exc):
+                raise refused(exc) from None
+            denied = self._permission_denied()
+            if denied is not None:
+                raise denied from None
+            raise GatewayUnavailable(self._unavailable(exc, what)) from None
 
     def call_retrying(
         self, rpc: Callable[[], T], *, what: str, stop: threading.Event | None = None
     ) -> T:
-        """Retry a call until the daemon answers (it may be restarting), or stop is set."""
-        delay, warned_at = 0.05, time.monotonic()
+        """Retry a call until the daemon answers (it may be restarting), or stop is set.
+
+        A permission error is final: retrying would not change it.
+        """
+        delay, started, warned_at = 0.05, time.monotonic(), None
         while True:
             try:
                 return rpc()
             except grpc.RpcError as exc:
                 if not transient(exc):
                     raise refused(exc) from None
+                denied = self._permission_denied()
+                if denied is not None:
+                    raise denied from None
                 if stop is not None and stop.is_set():
                     raise GatewayUnavailable(f"gave up on {what}: the client is stopping") from None
-                if time.monotonic() - warned_at > 10:
-                    log.warning(
-                        "fxgate daemon at %s unreachable (%s); retrying", self.address, what
-                    )
-                    warned_at = time.monotonic()
+                now = time.monotonic()
+                due = FIRST_WARNING_S if warned_at is None else REPEAT_WARNING_S
+                if now - (warned_at or started) >= due:
+                    log.warning("%s; still trying", self._unavailable(exc, what))
+                    warned_at = now
             pause = delay * random.uniform(0.5, 1.0)
             if stop is None:
                 time.sleep(pause)

@@ -73,3 +73,16 @@ class RequestRefused(FxgateError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class UntrustedSocket(FxgateError):
+    """The daemon's socket could have been put there by someone else; nothing was sent to it.
+
+    Whoever answers on the socket decides what the client unpickles, so the
+    client talks only to a socket that it, root or FXGATE_DAEMON_USER owns, in
+    a directory nobody else can write.
+    """
+
+
+class DaemonPermissionDenied(GatewayUnavailable):
+    """A daemon's socket is there but this user may not connect to it."""
