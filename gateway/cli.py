@@ -76,8 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pika narrates every connection step at INFO; fxgate logs what matters.
-    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # pika narrates every connection step at INFO and logs each refused connect
+    # or lost socket at ERROR with a traceback; the result consumer logs one
+    # line for each of those itself.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     serve(settings)
     return 0
 

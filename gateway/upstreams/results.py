@@ -235,7 +235,11 @@ class ResultStream:
                 delay = 0.5
                 self._serve()
             except Exception as exc:  # noqa: BLE001 - reconnect on anything
-                log.warning("result broker connection lost: %s; reconnecting in %.1f s", exc, delay)
+                # pika's exceptions often have no text: the type names the fault
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                log.warning(
+                    "result broker connection lost: %s; reconnecting in %.1f s", reason, delay
+                )
             finally:
                 self._disconnect()
             self._stop.wait(delay * random.uniform(0.8, 1.2))

@@ -250,6 +250,15 @@ class RabbitNode:
         """Make the broker close every client connection (clients see a forced close)."""
         self.ctl("close_all_connections", reason)
 
+    def set_memory_alarm(self, on: bool) -> None:
+        """Raise (or clear) the memory alarm: while raised the broker blocks publishers."""
+        self.ctl("set_vm_memory_high_watermark", "0.0000001" if on else "0.4")
+
+    def restart_hard(self) -> None:
+        """SIGKILL the Erlang VM, then start the node again on the same data."""
+        self.kill()
+        self.start()
+
     def list_queues(self) -> dict[str, tuple[int, int]]:
         """Map queue name -> (messages_ready, messages_unacknowledged)."""
         out = self.ctl(
