@@ -1,15 +1,15 @@
 """The daemon's life: hold the state dir, serve gRPC, drain on SIGTERM.
 
-One daemon per state dir (an exclusive lock on a file in it), a unix socket
-that only its owner can open (mode 0600) or a TCP port with TLS and a token
-(gateway/auth.py), and a shutdown that stops taking calls, lets running ones
-finish, commits what is queued and exits 0.
+One daemon per state dir, per socket path and per database (locks held for
+the daemon's life: gateway/state_dir.py, gateway/store_lease.py), a unix
+socket that only its owner can open (mode 0600) or a TCP port with TLS and a
+token (gateway/auth.py), and a shutdown that stops taking calls, lets running
+ones finish, commits what is queued and exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TypeVar
 
@@ -27,10 +26,12 @@ from client.address import status_socket_path
 from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.errors import AlreadyRunning, ConfigError
+from gateway.errors import ConfigError
 from gateway.service import Servicer, add_to_server
+from gateway.state_dir import hold, hold_socket_path, prepare_state_dir
 from gateway.status_socket import StatusSocket
 from gateway.store import Store
+from gateway.store_lease import StoreLease, take_lease
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.local import LocalUpstream
 
@@ -42,26 +43,6 @@ MAX_MESSAGE = 64 * 1024 * 1024
 # stream or a submit waiting for its commit holds none of them.
 BLOCKING_THREADS = 8
 RETENTION_CHECK_S = 3600.0
-
-
-def _lock_state_dir(state_dir: Path) -> IO[str]:
-    """Hold an exclusive lock for the daemon's lifetime; refuse if another holds it."""
-    lock = open(state_dir / "gateway.lock", "a+")  # noqa: SIM115 - held until exit
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        pid = lock.read().strip() or "unknown"
-        lock.close()
-        raise AlreadyRunning(
-            f"another fxgate daemon (pid {pid}) is using state dir {state_dir}; "
-            "stop it first or choose another --state-dir"
-        ) from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
 
 
 def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
@@ -81,7 +62,10 @@ class Daemon:
         self.settings = settings
         self._stopping = threading.Event()
         self._stop_signal: int | None = None
+        # Held from start to stop, on the main thread: see gateway/state_dir.py.
         self._lock: IO[str] | None = None
+        self._socket_lock: IO[str] | None = None
+        self._lease: StoreLease | None = None
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None
         self.status_socket: StatusSocket | None = None
@@ -95,8 +79,16 @@ class Daemon:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if s.socket_path is None:  # TCP needs TLS and a token: refused before anything starts
             tls, interceptors = server_credentials(s), [BearerTokenCheck(TokenSource(s))]
-        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = _lock_state_dir(s.state_dir)
+        prepare_state_dir(s.state_dir)
+        self._lock = hold(
+            s.state_dir / "gateway.lock",
+            f"state dir {s.state_dir}",
+            s.state_dir,
+            "stop it first or choose another --state-dir",
+        )
+        if s.socket_path is not None:
+            self._socket_lock = hold_socket_path(s.socket_path, s.state_dir)
+        self._lease = take_lease(s.resolved_db, s.state_dir)  # before any task is resumed
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
         self.gateway = Gateway(s, store, build_upstreams(s, store))
         self.gateway.start()
@@ -146,9 +138,7 @@ class Daemon:
             if not bound:
                 raise ConfigError(f"cannot listen on {address}")
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)  # stale socket of a dead daemon; the lock proves it
-        old = os.umask(0o177)
+        old = os.umask(0o177)  # start() made the path ours (hold_socket_path)
         try:
             server.add_insecure_port(f"unix://{path}")
         finally:
@@ -211,10 +201,13 @@ class Daemon:
         if self.gateway is not None:
             self.gateway.stop()
         path = self.settings.socket_path
-        if path is not None and self._lock is not None:  # only the owner removes it
+        if path is not None and self._socket_lock is not None:  # only the owner removes it
             path.unlink(missing_ok=True)
-        if self._lock is not None:
-            self._lock.close()
+        for lock in (self._socket_lock, self._lock):
+            if lock is not None:
+                lock.close()
+        if self._lease is not None:
+            self._lease.release()
         log.info("fxgate stopped")
 
 

@@ -31,10 +31,12 @@ class DaemonProcess:
     # host:port to serve over TCP instead of the state dir's socket; extra_env then
     # names the certificate, key and token files, which its clients are given too.
     tcp_address: str = ""
+    # a socket outside the state dir, served with --address
+    unix_socket: Path | None = None
 
     @property
     def socket(self) -> Path:
-        return self.state_dir / "gateway.sock"
+        return self.unix_socket or self.state_dir / "gateway.sock"
 
     @property
     def address(self) -> str:
@@ -65,6 +67,8 @@ class DaemonProcess:
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--local-workers", str(self.workers)]
         if self.tcp_address:
             cmd += ["--address", self.tcp_address]
+        elif self.unix_socket is not None:
+            cmd += ["--address", self.address]
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()

@@ -49,7 +49,9 @@ class OtherUser:
             pw = pwd.getpwnam(NAME)
         return cls(NAME, pw.pw_uid, pw.pw_gid)
 
-    def popen(self, code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, code: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """Python code run as this user; stdin, stdout and stderr are pipes."""
         path = f"{ROOT}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}"
         full_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, **(env or {})}
