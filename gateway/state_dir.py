@@ -35,6 +35,13 @@ def _own_uids() -> frozenset[int]:
 
 def prepare_state_dir(state_dir: Path) -> None:
     """Create the state dir 0700, or refuse one that is a symlink, another's, or open to writes."""
+    try:
+        _check_state_dir(state_dir)
+    except OSError as exc:
+        raise ConfigError(f"state dir {state_dir}: {exc.strerror} ({exc.filename})") from None
+
+
+def _check_state_dir(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = os.lstat(state_dir)
     if stat.S_ISLNK(st.st_mode):
@@ -116,8 +123,11 @@ def hold_socket_path(path: Path, state_dir: Path) -> IO[str]:
     The lock is taken before anything at the path is touched, so a daemon
     never removes the socket of another that is serving.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    problem = socket_problem(path, _own_uids())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        problem = socket_problem(path, _own_uids())
+    except OSError as exc:
+        raise ConfigError(f"not serving on {path}: {exc.strerror} ({exc.filename})") from None
     if problem is not None:
         raise ConfigError(f"not serving on {path}: {problem}")
     lock = hold(
