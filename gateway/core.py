@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import Settings
-from gateway.errors import InvalidRequest, NotFound, TooLarge
+from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
@@ -35,13 +36,38 @@ CODE_STRATEGIES = frozenset({"01", "02", "03", "04", "10", "12", "st", "sd"})
 DATA_STRATEGIES = frozenset({"00", "11", "13"})
 # Functions live in their own namespace of uuid5 ids derived from their code.
 FUNCTION_NAMESPACE = uuid.UUID("6f1c1f64-7d1e-4b53-9d7e-3f0b1c2a9e11")
+# A group the daemon names for a submit that names none, derived from its submit_id,
+# so that a retry of that submit finds the same group.
+SUBMIT_GROUP_NAMESPACE = uuid.UUID("0b7e3c1a-5f0d-4e8a-9a62-1d4c8f2b7e90")
+# Every spelling of a UUID that uuid.UUID reads ("urn:uuid:{...}" is the longest)
+# fits in this; a longer id is refused before any work.
+MAX_ID_CHARS = 64
+# Ids one GetTasks or Cancel may name, and tasks one Submit may carry: far above
+# what a client sends (1,024 tasks a call by default), far below what one call
+# would make the store and the daemon's memory pay for.
+MAX_IDS_PER_CALL = 100_000
+MAX_TASKS_PER_SUBMIT = 100_000
+# The length field of a packed buffer: ASCII digits, at most this many (10 GB).
+MAX_LENGTH_DIGITS = 10
+# result_serializers: import paths of serialization strategies.
+MAX_SERIALIZERS = 16
+SERIALIZER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _canonical_uuid(value: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidRequest(f"{what} {value!r} is not a UUID") from None
+    """A UUID in its canonical spelling; InvalidRequest (quoting it bounded) otherwise."""
+    if len(value) <= MAX_ID_CHARS and value.isascii():
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    raise InvalidRequest(f"{what} {shown(value)} is not a UUID")
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse a NUL character: PostgreSQL's text columns cannot hold one."""
+    if "\x00" in value:
+        raise InvalidRequest(f"{what} contains a NUL character")
 
 
 @dataclass(frozen=True)
@@ -137,12 +163,14 @@ class Gateway:
     def register_function(self, name: str, code: str) -> str:
         if not code:
             raise InvalidRequest("function_code is empty")
+        _check_text(name, "function_name")
         if len(code) > self.settings.max_payload_bytes:
             raise TooLarge(
                 f"function code is {len(code)} bytes, over the limit of "
                 f"{self.settings.max_payload_bytes} bytes"
             )
         _check_packed(code, 1, "function_code", CODE_STRATEGIES)
+        _check_text(code, "function_code")
         digest = hashlib.sha256(code.encode()).hexdigest()
         function_id = str(uuid.uuid5(FUNCTION_NAMESPACE, digest))
         with self._functions_lock:
@@ -196,11 +224,22 @@ class Gateway:
         """
         if not tasks:
             raise InvalidRequest("a submit needs at least one task")
-        submit_id = _canonical_uuid(submit_id, "submit_id") if submit_id else str(uuid.uuid4())
+        if len(tasks) > MAX_TASKS_PER_SUBMIT:
+            raise InvalidRequest(
+                f"a submit carries at most {MAX_TASKS_PER_SUBMIT} tasks; this one has {len(tasks)}"
+            )
+        named = bool(submit_id)
+        submit_id = _canonical_uuid(submit_id, "submit_id") if named else str(uuid.uuid4())
         upstream, endpoint = self.route(endpoint_id)
+        _check_serializers(result_serializers)
         for i, t in enumerate(tasks):
             self._check_task(i, t)
-        group_id = _canonical_uuid(task_group_id, "task group id") if task_group_id else ""
+        if task_group_id:
+            group_id = _canonical_uuid(task_group_id, "task group id")
+        elif named:  # a retry of this submit must land in the same new group
+            group_id = str(uuid.uuid5(SUBMIT_GROUP_NAMESPACE, submit_id))
+        else:
+            group_id = ""
         # Whether the group exists (and on which upstream) is decided by the
         # store's writer, where concurrent first submits cannot race.
         group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
@@ -233,13 +272,17 @@ class Gateway:
                 f"task {index}: payload is {len(task.payload)} bytes, over the limit of "
                 f"{limit} bytes"
             )
-        try:
+        unknown = NotFound(
+            f"task {index}: unknown function id {shown(task.function_id)}; register it first"
+        )
+        try:  # function ids are canonical UUIDs: anything else is not looked up
+            if _canonical_uuid(task.function_id, "function id") != task.function_id:
+                raise unknown
             self.function(task.function_id)
-        except KeyError:
-            raise NotFound(
-                f"task {index}: unknown function id {task.function_id!r}; register it first"
-            ) from None
+        except (KeyError, InvalidRequest):
+            raise unknown from None
         _check_packed(task.payload, 2, f"task {index}: payload", DATA_STRATEGIES)
+        _check_text(task.payload, f"task {index}: payload")
 
     # ------------------------------------------------------------- reads
     def group(self, group_id: str) -> GroupInfo:
@@ -294,12 +337,18 @@ class Gateway:
             sub.close()
 
     def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
-        ids = [_canonical_uuid(t, "task id") for t in task_ids]
-        found = self.store.tasks(ids)
-        missing = set(ids) - {e.task_id for e in found}
+        """One event per distinct task id, in the order the ids were first named."""
+        if len(task_ids) > MAX_IDS_PER_CALL:
+            raise InvalidRequest(
+                f"a call names at most {MAX_IDS_PER_CALL} task ids; this one names {len(task_ids)}"
+            )
+        ids = list(dict.fromkeys(_canonical_uuid(t, "task id") for t in task_ids))
+        found = {e.task_id: e for e in self.store.tasks(ids)}
+        missing = [t for t in ids if t not in found]
         if missing:
-            raise NotFound(f"unknown task ids: {', '.join(sorted(missing)[:5])}")
-        return found
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise NotFound(f"unknown task ids: {', '.join(missing[:5])}{more}")
+        return [found[t] for t in ids]
 
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks that have not started; returns those cancelled."""
@@ -348,15 +397,32 @@ class Gateway:
         )
 
 
+def _check_serializers(paths: Sequence[str]) -> None:
+    """result_serializers: a few import paths (stored one a line, so no newline in one)."""
+    if len(paths) > MAX_SERIALIZERS:
+        raise InvalidRequest(
+            f"result_serializers holds {len(paths)} entries; at most {MAX_SERIALIZERS} are allowed"
+        )
+    for path in paths:
+        if len(path) > 256 or not SERIALIZER_PATH.fullmatch(path):
+            raise InvalidRequest(f"result_serializers: {shown(path)} is not an import path")
+
+
 def _check_packed(text: str, pieces: int, what: str, strategies: frozenset[str]) -> None:
-    """Check the shape of a packed buffer without deserializing anything in it."""
+    """Check the shape of a packed buffer without deserializing anything in it.
+
+    A length is ASCII digits only: str.isdigit() also accepts digits of other
+    scripts ("²", "٣") that int() then refuses, and int() refuses more than
+    4,300 digits.
+    """
     pos, found = 0, 0
     while pos < len(text):
-        newline = text.find("\n", pos)
-        if newline < 0 or not text[pos:newline].isdigit():
+        newline = text.find("\n", pos, pos + MAX_LENGTH_DIGITS + 1)
+        length = text[pos:newline]
+        if newline < 0 or not (length.isascii() and length.isdigit()):
             raise InvalidRequest(f"{what} is not a packed Globus Compute buffer")
         start = newline + 1
-        pos = start + int(text[pos:newline])
+        pos = start + int(length)
         if pos > len(text):
             raise InvalidRequest(f"{what} is truncated")
         header = text[start : start + 3]

@@ -7,6 +7,20 @@ library it wraps.
 
 from __future__ import annotations
 
+# How much of a client's value an error message repeats: enough to recognise it,
+# never so much that the status no longer fits the client's metadata limit (8 KB)
+# or one call writes megabytes of log.
+SHOWN_CHARS = 40
+
+
+def shown(value: object) -> str:
+    """A client's value as an error message quotes it: repr, cut to SHOWN_CHARS."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS + 2:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:SHOWN_CHARS]}…({size} chars)"
+
 
 class GatewayError(Exception):
     """Base of every error the daemon raises on purpose."""

@@ -43,6 +43,9 @@ MAX_MESSAGE = 64 * 1024 * 1024
 # stream or a submit waiting for its commit holds none of them.
 BLOCKING_THREADS = 8
 RETENTION_CHECK_S = 3600.0
+# Calls received but not yet taken up by the event loop: no limit of their own
+# (grpc core's largest); max_calls refuses the excess with RESOURCE_EXHAUSTED.
+PENDING_CALLS = 2**31 - 1
 
 
 def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
@@ -118,6 +121,10 @@ class Daemon:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                # grpc core cancels calls (bare CANCELLED) once 1,000 wait unread for the
+                # event loop, as in any burst; let them wait, so that max_calls decides.
+                ("grpc.server.max_pending_requests", PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
             ],
             maximum_concurrent_rpcs=self.settings.max_calls,
             interceptors=interceptors,

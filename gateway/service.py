@@ -28,6 +28,7 @@ from client._proto import gateway_pb2 as pb
 from client._proto import gateway_pb2_grpc as pb_grpc
 from gateway.core import Gateway
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
+from gateway.loglimit import throttled
 from gateway.store import NewTask, TaskEvent
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 # channel limit (results may be up to 10 MB each).
 EVENTS_PER_MESSAGE = 1000
 BYTES_PER_MESSAGE = 8 * 1024 * 1024
+# A status message stays far below the 8 KB of metadata a client accepts by
+# default; messages name values through errors.shown(), this is the last guard.
+MAX_DETAILS = 1000
+# The store's integers are signed 64-bit: no seq is larger.
+MAX_SEQ = 2**63 - 1
 
 CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -62,9 +68,11 @@ async def _abort(context: Context, exc: Exception, method: str) -> None:
     code = _status_of(exc)
     if code is None:
         log.error("%s failed unexpectedly", method, exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {exc}")
-    log.info("%s refused: %s", method, exc)
-    await context.abort(code, str(exc))
+        details = f"internal error in {method}: {exc}"
+        await context.abort(grpc.StatusCode.INTERNAL, details[:MAX_DETAILS])
+    details = str(exc)[:MAX_DETAILS]
+    throttled(log).info("%s refused: %s", method, details)
+    await context.abort(code, details)
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,11 @@ class Servicer(pb_grpc.GatewayServicer):
         try:
             if isinstance(request, Unparsable):
                 request.refuse()
+            if request.after_seq > MAX_SEQ:
+                raise InvalidRequest(
+                    f"after_seq {request.after_seq} is out of range (0 to {MAX_SEQ}); "
+                    "a negative number sent as uint64 reads as one over 2**63"
+                )
             stream = self.gw.watch(request.task_group_id, request.after_seq, self._blocking)
             async with contextlib.aclosing(stream):  # unsubscribes when the client goes away
                 async for events, replay_done in stream:

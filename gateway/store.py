@@ -394,7 +394,9 @@ class Store:
         """Store new tasks (and their group, if new); a repeated submit_id returns the first ids.
 
         Whether the group exists is decided here, in the writer, so concurrent
-        first submits to one new group create it once.
+        first submits to one new group create it once. A submit_id seen before
+        is accepted only as an exact retry of its batch: same group, same number
+        of tasks, same function for each.
         """
         serializers = "\n".join(result_serializers)
 
@@ -402,13 +404,7 @@ class Store:
             keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
             first = conn.execute(select(TASKS.c.id).where(TASKS.c.submit_key == keys[0])).scalar()
             if first is not None:  # a retry of a batch committed before
-                by_key: dict[str, str] = {}
-                for part in _chunks(keys):
-                    for key, tid in conn.execute(
-                        select(TASKS.c.submit_key, TASKS.c.id).where(TASKS.c.submit_key.in_(part))
-                    ):
-                        by_key[key] = tid
-                return [by_key[k] for k in keys]
+                return self._retried(conn, group, tasks, submit_id, keys)
             now = time.time()
             self._delta[TaskState.ACCEPTED] += len(tasks)
             known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
@@ -445,6 +441,33 @@ class Store:
             return ids
 
         return self.write(op)
+
+    def _retried(
+        self,
+        conn: Connection,
+        group: GroupInfo,
+        tasks: Sequence[NewTask],
+        submit_id: str,
+        keys: list[str],
+    ) -> list[str]:
+        """The task ids of an earlier batch with this submit_id, if this is an exact retry."""
+        stored: dict[str, tuple[str, str, str]] = {}
+        for part in _chunks([*keys, f"{submit_id}:{len(keys)}"]):
+            query = select(TASKS.c.submit_key, TASKS.c.id, TASKS.c.group_id, TASKS.c.function_id)
+            for key, tid, gid, fid in conn.execute(query.where(TASKS.c.submit_key.in_(part))):
+                stored[key] = (tid, gid, fid)
+        first_group = stored[keys[0]][1]
+        same = len(stored) == len(keys) and all(
+            k in stored and stored[k][1] == group.id and stored[k][2] == t.function_id
+            for k, t in zip(keys, tasks, strict=True)
+        )
+        if not same:
+            raise InvalidRequest(
+                f"submit_id {submit_id} was already used for another batch (in task group "
+                f"{first_group}); a retry must repeat it exactly (same task group, tasks and "
+                "functions), and a new batch needs a new submit_id"
+            )
+        return [stored[k][0] for k in keys]
 
     def complete(
         self, completions: Sequence[Completion]
@@ -713,13 +736,20 @@ class Store:
         )
 
     def task_states(self, group_id: str) -> list[tuple[str, int]]:
-        """(task id, state) of every task in a group, in the order they were accepted."""
+        """(task id, state) of every task in a group, in the order they were accepted.
+
+        Batches in commit order, tasks in submit order: within a batch the keys
+        "<submit_id>:<index>" share a prefix, so ordering by length, then text,
+        puts ":2" before ":10".
+        """
         return self._read(
             lambda c: list(
                 c.execute(
                     select(TASKS.c.id, TASKS.c.state)
                     .where(TASKS.c.group_id == group_id)
-                    .order_by(TASKS.c.created_at, TASKS.c.submit_key)
+                    .order_by(
+                        TASKS.c.created_at, func.length(TASKS.c.submit_key), TASKS.c.submit_key
+                    )
                 ).tuples()
             )
         )
