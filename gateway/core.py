@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
+from gateway.loglimit import throttled
 from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
 from gateway.upstreams.base import Upstream
@@ -150,7 +151,7 @@ class Gateway:
             try:
                 events, unknown = fut.result()
             except Exception as exc:  # noqa: BLE001 - handed to the upstream
-                log.error("could not store %d results: %s", len(completions), exc)
+                throttled(log).error("could not store %d results: %s", len(completions), exc)
                 out.set_exception(exc)
                 return
             self.hub.publish(events)

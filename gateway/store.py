@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
+from gateway.loglimit import throttled
 from gateway.models import (
     FUNCTIONS,
     GROUPS,
@@ -331,7 +332,7 @@ class Store:
                 self._seq = seq_before
                 if attempt == RETRIES_WHEN_BUSY:
                     return self._fail_batch(batch, exc)
-                log.warning("database unavailable (%s); retrying the commit", exc.orig)
+                throttled(log).warning("database unavailable (%s); retrying the commit", exc.orig)
                 time.sleep(0.1 * 2**attempt)
             except Exception as exc:  # noqa: BLE001 - isolate the op that failed
                 self._seq = seq_before

@@ -26,6 +26,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from gateway.loglimit import throttled
 from gateway.models import TaskState
 from gateway.store import Completion
 
@@ -353,7 +354,7 @@ class ResultStream:
             try:
                 unknown = {c.upstream_task_id for c in fut.result()}
             except Exception as exc:  # noqa: BLE001 - not acked: redelivered later
-                log.error(
+                throttled(log).error(
                     "could not commit %d results: %s; they stay in the broker", len(good), exc
                 )
                 return
