@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -253,3 +254,167 @@ def test_submit_given_up_by_its_client_while_committing_is_still_accepted(
         assert d.stop() == 0
     log = d.log_path.read_text()
     assert "Traceback" not in log and "exception calling callback" not in log
+
+
+def no_traceback(daemon: DaemonProcess) -> None:
+    log = daemon.log()
+    assert "Traceback" not in log and "failed unexpectedly" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    "length",
+    ["²", "٤", "9" * 5000, "1" * 11],  # str.isdigit() accepts all four; int() refuses two
+)
+def test_a_length_that_is_not_a_few_ascii_digits_is_refused(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, length: str
+) -> None:
+    err = refusal(
+        lambda: stub.RegisterFunction(
+            pb.RegisterFunctionRequest(function_name="f", function_code=f"{length}\n01\nx")
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "function_code is not a packed Globus Compute buffer" in err.details()
+    payload = f"{length}\n00\nx" + pack_buffers(["00\n{}"])
+    err = refusal(
+        submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload=payload)])
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "task 0: payload is not a packed Globus Compute buffer" in err.details()
+    still_serving(daemon)
+    no_traceback(daemon)
+
+
+def negative_after_seq(group_id: str, after_seq: int) -> bytes:
+    """A WatchRequest whose after_seq is a negative int64, as another language may encode it."""
+    n, varint = after_seq & (2**64 - 1), bytearray()
+    while n > 0x7F:
+        varint.append(n & 0x7F | 0x80)
+        n >>= 7
+    varint.append(n)
+    return pb.WatchRequest(task_group_id=group_id).SerializeToString() + b"\x10" + bytes(varint)
+
+
+def test_watch_after_a_seq_out_of_the_stores_range_is_refused(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
+    group = str(uuid.uuid4())
+    submit(stub, function_id, task_group_id=group)()
+    for after_seq in (2**63, 2**64 - 1):
+        request = pb.WatchRequest(task_group_id=group, after_seq=after_seq)
+        err = refusal(lambda r=request: list(stub.Watch(r)))  # type: ignore[misc]
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert f"after_seq {after_seq} is out of range" in err.details()
+    raw = grpc.insecure_channel(daemon.address).unary_stream("/fxgate.v1.Gateway/Watch")
+    err = refusal(lambda: list(raw(negative_after_seq(group, -1))))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    # The largest seq the store can hold is fine: nothing after it, then live.
+    stream = stub.Watch(pb.WatchRequest(task_group_id=group, after_seq=2**63 - 1))
+    first = next(stream)
+    stream.cancel()
+    assert first.replay_done and not first.events
+    still_serving(daemon)
+    no_traceback(daemon)
+
+
+def test_a_submit_id_is_accepted_again_only_as_an_exact_retry(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
+) -> None:
+    submit_id, group, other_group = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    task = pb.TaskSpec(function_id=function_id, payload=pack_payload((1,), {}))
+    first = submit(stub, function_id, submit_id=submit_id, task_group_id=group, tasks=[task] * 2)()
+    other_fid = stub.RegisterFunction(
+        pb.RegisterFunctionRequest(function_name="neg", function_code=pack_function(abs))
+    ).function_id
+    other = pb.TaskSpec(function_id=other_fid, payload=pack_payload((1,), {}))
+    for changed in (
+        {"tasks": [task] * 3},  # more tasks (was INTERNAL: KeyError in the store)
+        {"tasks": [task]},  # fewer
+        {"tasks": [task, other]},  # another function
+        {"task_group_id": other_group},  # another group (was answered with the first's ids)
+    ):
+        fields = {"submit_id": submit_id, "task_group_id": group, "tasks": [task] * 2} | changed
+        err = refusal(submit(stub, function_id, **fields))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (changed, err.details())
+        assert f"submit_id {submit_id} was already used for another batch" in err.details()
+    again = submit(stub, function_id, submit_id=submit_id, task_group_id=group, tasks=[task] * 2)()
+    assert list(again.task_ids) == list(first.task_ids)  # type: ignore[attr-defined]
+    assert [t["id"] for t in client.get_task_group(group)["tasks"]] == list(first.task_ids)  # type: ignore[attr-defined]
+    with pytest.raises(RequestRefused, match="NOT_FOUND"):
+        client.get_task_group(other_group)
+    still_serving(daemon)
+    no_traceback(daemon)
+
+
+def test_a_retried_submit_that_names_no_group_lands_in_one_group(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
+) -> None:
+    submit_id = str(uuid.uuid4())
+    first = submit(stub, function_id, submit_id=submit_id)()
+    again = submit(stub, function_id, submit_id=submit_id)()
+    assert again.task_group_id == first.task_group_id  # type: ignore[attr-defined]
+    assert list(again.task_ids) == list(first.task_ids)  # type: ignore[attr-defined]
+    assert len(client.get_task_group(first.task_group_id)["tasks"]) == 1  # type: ignore[attr-defined]
+
+
+def test_long_ids_are_quoted_short_and_logged_short(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
+    ten_kb = "x" * 10_000
+    calls: list[Callable[[str], object]] = [
+        lambda i: stub.GetTaskGroup(pb.GetTaskGroupRequest(task_group_id=i)),
+        lambda i: stub.GetTasks(pb.GetTasksRequest(task_ids=[i])),
+        lambda i: stub.Cancel(pb.CancelRequest(task_ids=[i])),
+        lambda i: stub.ReleaseGroup(pb.ReleaseGroupRequest(task_group_id=i)),
+        lambda i: list(stub.Watch(pb.WatchRequest(task_group_id=i))),
+        lambda i: submit(stub, function_id, task_group_id=i)(),  # type: ignore[operator]
+        lambda i: submit(stub, function_id, endpoint_id=i)(),  # type: ignore[operator]
+        lambda i: submit(stub, function_id, submit_id=i)(),  # type: ignore[operator]
+        lambda i: submit(stub, i)(),  # type: ignore[operator]
+    ]
+    for call in calls:
+        err = refusal(lambda c=call: c(ten_kb))  # type: ignore[misc]
+        # was the whole id: 10 KB of status that the client refused as RESOURCE_EXHAUSTED
+        assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+        assert "…(10000 chars)" in err.details() and len(err.details()) < 200, err.details()[:300]
+    twenty_mb = "y" * 20_000_000
+    for _ in range(5):
+        err = refusal(lambda: stub.GetTaskGroup(pb.GetTaskGroupRequest(task_group_id=twenty_mb)))
+        assert "…(20000000 chars)" in err.details()
+    assert daemon.log_path.stat().st_size < 20_000  # was 23 MB for these five calls
+    still_serving(daemon)
+
+
+def test_get_task_group_lists_tasks_in_submit_order(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
+) -> None:
+    group = str(uuid.uuid4())
+    tasks = [
+        pb.TaskSpec(function_id=function_id, payload=pack_payload((i,), {})) for i in range(12)
+    ]
+    ids = list(submit(stub, function_id, task_group_id=group, tasks=tasks)().task_ids)  # type: ignore[attr-defined]
+    ids += list(submit(stub, function_id, task_group_id=group, tasks=tasks[:3])().task_ids)  # type: ignore[attr-defined]
+    assert [t["id"] for t in client.get_task_group(group)["tasks"]] == ids  # was ":10" before ":2"
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        futures = ex.reload_tasks(group)
+        assert [f.task_id for f in futures] == ids
+        assert [f.result(timeout=60) for f in futures] == [2 * i for i in range(12)] + [0, 2, 4]
+
+
+def test_get_tasks_answers_once_per_id_in_request_order_and_caps_the_count(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
+) -> None:
+    a, b = submit(
+        stub,
+        function_id,
+        tasks=[pb.TaskSpec(function_id=function_id, payload=pack_payload((1,), {}))] * 2,
+    )().task_ids  # type: ignore[attr-defined]
+    answer = stub.GetTasks(pb.GetTasksRequest(task_ids=[b] * 10_000 + [a, b]))
+    assert [t.task_id for t in answer.tasks] == [b, a]  # was 12 entries for 10,000 copies of b
+    assert set(client.get_batch_result([a, b, a])) == {a, b}
+    err = refusal(lambda: stub.GetTasks(pb.GetTasksRequest(task_ids=[a] * 100_001)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 100000 task ids" in err.details()
+    err = refusal(lambda: stub.Cancel(pb.CancelRequest(task_ids=[a] * 100_001)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    still_serving(daemon)
