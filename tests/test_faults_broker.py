@@ -30,10 +30,12 @@ def double(x: int) -> int:
     return x * 2
 
 
-def globus_daemon(tmp_path: Path, fake: FakeGlobus) -> DaemonProcess:
+def globus_daemon(tmp_path: Path, fake: FakeGlobus, db_url: str = "") -> DaemonProcess:
+    """A daemon on the fake service; its store is SQLite in its state dir unless db_url."""
     d = DaemonProcess(
         tmp_path / "state",
         extra_env={
+            "FXGATE_DB": db_url or f"sqlite:///{tmp_path / 'state' / 'gateway.db'}",
             "FXGATE_GLOBUS_BASE_URL": fake.base_url,
             "FXGATE_GLOBUS_TOKEN": fake.token,
             "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
@@ -82,7 +84,7 @@ def stream_through(
         assert data[str(f.upstream_task_id)] == serialize_data(r)  # its own value
     assert sorted(results) == [i * 2 for i in range(N)]
     expected = {str(f.task_id): data[str(f.upstream_task_id)] for f in futures}
-    assert_stored_once(f"sqlite:///{daemon.state_dir / 'gateway.db'}", ex.task_group_id, expected)
+    assert_stored_once(daemon.extra_env["FXGATE_DB"], ex.task_group_id, expected)
     queue = fake.queue_name(accepted[0].task_group_id)
     assert rabbit.list_queues()[queue] == (0, 0)  # every message acknowledged
 

@@ -353,10 +353,13 @@ class ResultStream:
         def committed(fut: Future[list[Completion]]) -> None:
             try:
                 unknown = {c.upstream_task_id for c in fut.result()}
-            except Exception as exc:  # noqa: BLE001 - not acked: redelivered later
+            except Exception as exc:  # noqa: BLE001 - not acked: committed again later
                 throttled(log).error(
-                    "could not commit %d results: %s; they stay in the broker", len(good), exc
+                    "could not commit %d results: %s; trying again", len(good), exc
                 )
+                # The broker redelivers unacked messages only on a new channel:
+                # left alone, these would wait for a reconnect that never comes.
+                self._call_in_loop(lambda: self._retry(good + bad, generation))
                 return
             self._call_in_loop(lambda: self._after_commit(good + bad, unknown, generation))
 
@@ -399,10 +402,19 @@ class ResultStream:
                 lambda f: (
                     self._call_in_loop(lambda: self._ack(orphans, generation))
                     if f.exception() is None
-                    else log.error("could not quarantine messages: %s", f.exception())
+                    else self._call_in_loop(lambda: self._retry(orphans, generation))
                 )
             )
         self._ack(safe, generation)
+
+    def _retry(self, deliveries: list[Delivery], generation: int) -> None:
+        """On the connection's thread: deliveries whose commit failed go to the next commit.
+
+        The store's writer has already retried with backoff before failing, so
+        this does not spin; a connection lost meanwhile redelivers them anyway.
+        """
+        if generation == self._generation:
+            self._inbox[:0] = deliveries
 
     def _ack(self, deliveries: list[Delivery], generation: int) -> None:
         """One multiple-ack per channel, unless a lower tag there is not safe to ack yet."""

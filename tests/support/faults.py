@@ -10,6 +10,7 @@ SQL, so a task stored twice or a second result row cannot hide either.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -111,3 +112,11 @@ def assert_daemon_survived(daemon: DaemonProcess) -> None:
     log = daemon.log()
     assert code == 0, f"{log[-4000:]}\ndaemon exited with {code}"
     assert "Traceback" not in log, log[-4000:]
+
+
+def wait_for_log(daemon: DaemonProcess, text: str, count: int = 1, timeout: float = 60) -> None:
+    """Wait until the daemon's log holds `text` `count` times (it is a file: read it again)."""
+    deadline = time.monotonic() + timeout
+    while daemon.log().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not logged {count} times:\n{daemon.log()}"
+        time.sleep(0.05)  # re-reading a file that has no change notification

@@ -67,9 +67,17 @@ class PostgresCluster:
     def start(self) -> None:
         self._run_as.chown_tree(self.root)
         self._run(find_bin("initdb"), "-D", self.data, "-A", "trust", "-U", self.user)
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the server on the existing data dir; returns once it accepts connections."""
         options = f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
         log = self.root / "server.log"
         self._run(find_bin("pg_ctl"), "-D", self.data, "-o", options, "-l", log, "-w", "start")
+
+    def stop_server(self) -> None:
+        """Fast shutdown: open sessions are ended, committed data is kept (a restart, part 1)."""
+        self._run(find_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
