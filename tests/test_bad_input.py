@@ -14,6 +14,8 @@ from client._proto import gateway_pb2_grpc as pb_grpc
 from client.serialize import pack_buffers, pack_function, pack_payload
 from tests.daemon import DaemonProcess
 
+on_both_databases = pytest.mark.parametrize("daemon", ["sqlite", "postgresql"], indirect=True)
+
 
 def double(x: int) -> int:
     return x * 2
@@ -317,6 +319,7 @@ def test_watch_after_a_seq_out_of_the_stores_range_is_refused(
     no_traceback(daemon)
 
 
+@on_both_databases
 def test_a_submit_id_is_accepted_again_only_as_an_exact_retry(
     daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
 ) -> None:
@@ -385,6 +388,7 @@ def test_long_ids_are_quoted_short_and_logged_short(
     still_serving(daemon)
 
 
+@on_both_databases
 def test_get_task_group_lists_tasks_in_submit_order(
     daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str, client: Client
 ) -> None:
