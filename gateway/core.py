@@ -115,13 +115,18 @@ class Gateway:
 
     # ------------------------------------------------------------- life
     def start(self) -> None:
-        """Open the store, start upstreams and hand them every unfinished task."""
+        """Open the store, start upstreams and hand them every unfinished task.
+
+        Unfinished tasks are handed over without their payloads, which the
+        upstream reads from the store as it sends them: memory does not grow
+        with what was queued before the restart.
+        """
         self.store.open()
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
         for name, upstream in self.upstreams.items():
-            upstream.start(self.complete, self.function)
+            upstream.start(self.complete, self.function, self.store.payloads)
             resumed = 0
             after = ""
             while page := self.store.unfinished(name, after_id=after):

@@ -128,16 +128,25 @@ class NewTask:
 
 @dataclass(frozen=True)
 class PendingTask:
-    """What an upstream needs to run a task."""
+    """What an upstream needs to run a task.
+
+    payload None: not held in memory; the upstream reads it from the store
+    (Store.payloads) just before it sends the task. payload_size is then its length.
+    """
 
     task_id: str
     group_id: str
     endpoint_id: str
     function_id: str
-    payload: str
+    payload: str | None
     result_serializers: tuple[str, ...]
     state: TaskState = TaskState.ACCEPTED
     upstream_task_id: str | None = None
+    payload_size: int = 0
+
+    def size(self) -> int:
+        """The payload's length, whether or not it is held in memory."""
+        return len(self.payload) if self.payload is not None else self.payload_size
 
 
 @dataclass(slots=True)
@@ -780,7 +789,11 @@ class Store:
         return self._read(fn)
 
     def unfinished(self, upstream: str, after_id: str = "", limit: int = 5000) -> list[PendingTask]:
-        """Unfinished tasks of one upstream's groups, in pages by task id."""
+        """Unfinished tasks of one upstream's groups, in pages by task id, without payloads.
+
+        Payloads stay in the store until a task is sent (Store.payloads): a
+        restart with gigabytes queued must not load them all.
+        """
 
         def fn(c: Connection) -> list[PendingTask]:
             rows = c.execute(
@@ -789,10 +802,10 @@ class Store:
                     TASKS.c.group_id,
                     TASKS.c.endpoint_id,
                     TASKS.c.function_id,
-                    TASKS.c.payload,
                     TASKS.c.result_serializers,
                     TASKS.c.state,
                     TASKS.c.upstream_task_id,
+                    func.length(TASKS.c.payload),
                 )
                 .join(GROUPS, GROUPS.c.id == TASKS.c.group_id)
                 .where(GROUPS.c.upstream == upstream)
@@ -807,13 +820,26 @@ class Store:
                     r[1],
                     r[2],
                     r[3],
-                    r[4] or "",
-                    tuple(s for s in r[5].split("\n") if s),
-                    TaskState(r[6]),
-                    r[7],
+                    None,
+                    tuple(s for s in r[4].split("\n") if s),
+                    TaskState(r[5]),
+                    r[6],
+                    r[7] or 0,
                 )
                 for r in rows
             ]
+
+        return self._read(fn)
+
+    def payloads(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """Stored payloads of tasks (task id -> payload); a finished task has none."""
+
+        def fn(c: Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for part in _chunks(task_ids):
+                query = select(TASKS.c.id, TASKS.c.payload).where(TASKS.c.id.in_(part))
+                found.update((r[0], r[1]) for r in c.execute(query) if r[1] is not None)
+            return found
 
         return self._read(fn)
 

@@ -1,7 +1,9 @@
 """The Globus Compute upstream: batched HTTP submits out, streamed results back.
 
-Accepted tasks wait in memory (they are durable in the store already) and go
-out in v3 batches bound by size and time. While the web service is
+Accepted tasks wait in memory (they are durable in the store already), their
+payloads only within a byte budget (base.PayloadBudget), and go out in v3
+batches bound by size and time; the payloads a batch lacks are read from the
+store just before it goes. While the web service is
 unreachable or throttling, tasks stay accepted and go out when it answers; a
 4xx fails exactly the tasks of that batch with the service's message. Results
 come back over the one broker connection (results.py); when the broker has
@@ -22,7 +24,13 @@ from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
 from gateway.models import TaskState
 from gateway.store import Completion, PendingTask, Store
-from gateway.upstreams.base import FunctionSource, ResultSink
+from gateway.upstreams.base import (
+    FunctionSource,
+    PayloadBudget,
+    PayloadSource,
+    ResultSink,
+    with_payloads,
+)
 from gateway.upstreams.globus import WebService
 from gateway.upstreams.results import ResultStream
 
@@ -33,6 +41,9 @@ STATUS_CHUNK = 128
 SUBMIT_THREADS = 4
 # How often consumers of finished groups are let go.
 SWEEP_INTERVAL_S = 30.0
+# Payload bytes of one submit, at most (a batch always holds at least one task): the
+# batch's payloads are in memory while it is submitted, and again at each retry.
+SUBMIT_BYTES = 16 * 1024 * 1024
 
 
 # What the tasks of one submit request share: group, endpoint, result serializers.
@@ -56,6 +67,7 @@ class GlobusUpstream:
         # Tasks waiting to be submitted, by what one batch must share, oldest key first.
         self._queues: dict[BatchKey, deque[PendingTask]] = {}
         self._queued = 0
+        self._budget = PayloadBudget()  # payload bytes _queues holds; under _cond
         self._cond = threading.Condition()
         self._in_flight = 0
         self._creating: set[str] = set()  # groups whose first batch is in flight
@@ -66,13 +78,14 @@ class GlobusUpstream:
         self._group_ids: dict[str, str] = {}
         self._sink: ResultSink | None = None
         self._functions: FunctionSource | None = None
+        self._payloads: PayloadSource | None = None
         self.results: ResultStream | None = None
         self._threads: list[threading.Thread] = []
         self.submitted = 0
 
     # ----------------------------------------------------------- contract
-    def start(self, sink: ResultSink, functions: FunctionSource) -> None:
-        self._sink, self._functions = sink, functions
+    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
+        self._sink, self._functions, self._payloads = sink, functions, payloads
         self.results = ResultStream(
             self.web.amqp_url,
             sink,
@@ -108,7 +121,10 @@ class GlobusUpstream:
                 kept = deque(t for t in queue if t.task_id not in wanted)
                 if len(kept) == len(queue):
                     continue
-                gone.update(t.task_id for t in queue if t.task_id in wanted)
+                for t in queue:
+                    if t.task_id in wanted:
+                        gone.add(t.task_id)
+                        self._budget.release(t)
                 self._queued -= len(queue) - len(kept)
                 if kept:
                     self._queues[key] = kept
@@ -119,6 +135,7 @@ class GlobusUpstream:
     def _requeue(self, tasks: Sequence[PendingTask], *, front: bool = False) -> None:
         """Queue tasks under their batch keys (with the lock held)."""
         for t in reversed(tasks) if front else tasks:
+            t = self._budget.admit(t)
             queue = self._queues.setdefault(_batch_key(t), deque())
             if front:
                 queue.appendleft(t)
@@ -156,7 +173,7 @@ class GlobusUpstream:
 
     # ------------------------------------------------------------ submit
     def _take(self) -> list[PendingTask]:
-        """Up to batch_size tasks of one (group, endpoint), after a short coalescing wait.
+        """Up to batch_size tasks (SUBMIT_BYTES) of one (group, endpoint), after a short wait.
 
         Groups take turns, so one big group does not hold every submitter
         while a small one waits. A group's first batch goes out alone: it
@@ -177,7 +194,15 @@ class GlobusUpstream:
                     self._cond.wait(self.settings.batch_interval_ms / 1000)
                     continue
                 queue = self._queues.pop(key)
-                batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch_size))]
+                batch = [queue.popleft()]
+                size = batch[0].size()
+                while queue and len(batch) < self.settings.batch_size:
+                    size += queue[0].size()
+                    if size > SUBMIT_BYTES:
+                        break
+                    batch.append(queue.popleft())
+                for t in batch:
+                    self._budget.release(t)
                 if queue:
                     self._queues[key] = queue  # to the back: the next group's turn
                 self._queued -= len(batch)
@@ -228,10 +253,14 @@ class GlobusUpstream:
         return found
 
     def _submit(self, batch: list[PendingTask]) -> None:
-        first = batch[0]
-        by_function: dict[str, list[PendingTask]] = {}
-        for t in batch:
-            by_function.setdefault(self._upstream_function(t.function_id), []).append(t)
+        assert self._payloads is not None
+        ready = with_payloads(batch, self._payloads)  # finished meanwhile: left out
+        if not ready:
+            return
+        first = ready[0][0]
+        by_function: dict[str, list[tuple[PendingTask, str]]] = {}
+        for t, payload in ready:
+            by_function.setdefault(self._upstream_function(t.function_id), []).append((t, payload))
         upstream_group = self._group_ids.get(first.group_id)
         if upstream_group is None:
             group = self.store.group(first.group_id)
@@ -239,7 +268,7 @@ class GlobusUpstream:
         reply = self.web.submit(
             first.endpoint_id,
             upstream_group,
-            {fid: [t.payload for t in ts] for fid, ts in by_function.items()},
+            {fid: [payload for _, payload in tps] for fid, tps in by_function.items()},
             list(first.result_serializers),
         )
         if upstream_group is None:
@@ -250,12 +279,12 @@ class GlobusUpstream:
         self.results.watch(upstream_group)
         mapping: dict[str, str] = {}
         ignored: list[PendingTask] = []
-        for fid, ts in by_function.items():
+        for fid, tps in by_function.items():
             ids = reply.tasks.get(fid, [])
-            if len(ids) != len(ts):
-                ignored.extend(ts)
+            if len(ids) != len(tps):
+                ignored.extend(t for t, _ in tps)
                 continue
-            mapping.update((t.task_id, up) for t, up in zip(ts, ids, strict=True))
+            mapping.update((t.task_id, up) for (t, _), up in zip(tps, ids, strict=True))
         self.store.mark_submitted(mapping, first.group_id).result()
         self.submitted += len(mapping)
         if ignored:

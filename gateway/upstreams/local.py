@@ -26,7 +26,13 @@ from typing import Any
 
 from gateway.models import TaskState
 from gateway.store import Completion, PendingTask
-from gateway.upstreams.base import FunctionSource, ResultSink
+from gateway.upstreams.base import (
+    FunctionSource,
+    PayloadBudget,
+    PayloadSource,
+    ResultSink,
+    with_payloads,
+)
 from gateway.upstreams.local_worker import Done, Job, worker_main
 
 log = logging.getLogger(__name__)
@@ -73,13 +79,16 @@ class LocalUpstream:
         self._thread = threading.Thread(target=self._loop, name="local-dispatch", daemon=True)
         self._sink: ResultSink | None = None
         self._functions: FunctionSource | None = None
+        self._payloads: PayloadSource | None = None
+        self._budget = PayloadBudget()  # payload bytes _queue holds; under _lock
         self._code_cache: dict[str, str] = {}
         self._unstored: list[Completion] = []
 
     # ----------------------------------------------------------- contract
-    def start(self, sink: ResultSink, functions: FunctionSource) -> None:
+    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
         self._sink = sink
         self._functions = functions
+        self._payloads = payloads
         self._running = True
         self._thread.start()
 
@@ -87,7 +96,7 @@ class LocalUpstream:
         with self._lock:
             for t in tasks:
                 if t.task_id not in self._queued:
-                    self._queue.append(t)
+                    self._queue.append(self._budget.admit(t))
                     self._queued.add(t.task_id)
         self._wake()
 
@@ -96,6 +105,9 @@ class LocalUpstream:
             gone = {t for t in task_ids if t in self._queued}
             if gone:
                 self._queued -= gone
+                for t in self._queue:
+                    if t.task_id in gone:
+                        self._budget.release(t)
                 self._queue = deque(t for t in self._queue if t.task_id not in gone)
         return gone
 
@@ -231,7 +243,7 @@ class LocalUpstream:
             )
             with self._lock:
                 for t in reversed(worker.inflight):
-                    self._queue.appendleft(t)
+                    self._queue.appendleft(self._budget.admit(t))
                     self._queued.add(t.task_id)
         else:
             log.warning("idle worker pid %s %s", worker.process.pid, reason)
@@ -271,14 +283,28 @@ class LocalUpstream:
                 while self._queue and len(jobs) < take:
                     t = self._queue.popleft()
                     self._queued.discard(t.task_id)
+                    self._budget.release(t)
                     jobs.append(t)
             if not jobs:
                 return
             self._send(worker, jobs)
 
     def _send(self, worker: _Worker, jobs: list[PendingTask]) -> None:
+        assert self._payloads is not None
+        try:  # payloads not kept in memory, in one read; a task finished meanwhile is skipped
+            ready = with_payloads(jobs, self._payloads)
+        except Exception as exc:  # noqa: BLE001 - the store is down: try again next turn
+            log.warning("cannot read %d payloads to send: %s", len(jobs), exc)
+            with self._lock:
+                for t in reversed(jobs):
+                    self._queue.appendleft(self._budget.admit(t))
+                    self._queued.add(t.task_id)
+            return
+        if not ready:
+            return
+        jobs = [t for t, _ in ready]
         batch: list[Job] = []
-        for t in jobs:
+        for t, payload in ready:
             code = ""
             if t.function_id not in worker.known_functions:
                 try:
@@ -286,7 +312,7 @@ class LocalUpstream:
                 except KeyError:
                     code = ""
                 worker.known_functions.add(t.function_id)
-            batch.append((t.task_id, t.function_id, code, t.payload, t.result_serializers))
+            batch.append((t.task_id, t.function_id, code, payload, t.result_serializers))
         if not worker.inflight:
             worker.started = time.monotonic()
         worker.inflight.extend(jobs)
