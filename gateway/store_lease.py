@@ -30,7 +30,7 @@ from typing import IO
 from sqlalchemy import Connection, NullPool, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import AlreadyRunning, StoreUnavailable
+from gateway.errors import AlreadyRunning, ConfigError, StoreUnavailable
 from gateway.state_dir import hold, open_private
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,13 @@ def _sqlite_lease(database: str | None, state_dir: Path) -> StoreLease:
 
 
 def _postgresql_lease(url: str, state_dir: Path) -> StoreLease:
-    engine = create_engine(url, poolclass=NullPool)
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+    except ImportError as exc:
+        raise ConfigError(
+            f"no driver for {make_url(url).drivername} ({exc}): install it "
+            "(fxgate[postgresql] brings psycopg)"
+        ) from None
     try:
         conn = engine.connect()
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LEASE_KEY}).scalar()
