@@ -71,6 +71,9 @@ class Settings:
     # further calls are refused with RESOURCE_EXHAUSTED and clients retry.
     max_calls: int = 4096
     log_level: str = "INFO"
+    # Environment of local workers beyond a fixed few (PATH, HOME, ...): entries
+    # NAME pass the daemon's value on, NAME=value set one. Never FXGATE_* or GLOBUS_*.
+    worker_env: list[str] = field(default_factory=list)
     globus: GlobusSettings = field(default_factory=GlobusSettings)
 
     @property
@@ -101,6 +104,12 @@ def _coerce(name: str, value: Any, target: Any) -> Any:
             return bool(value)
         if kind is Path:
             return Path(str(value)).expanduser()
+        if kind is list:  # of str: a TOML array, or words in the environment
+            if isinstance(value, str):
+                return value.split()
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return list(value)
         if kind in (int, float) and isinstance(value, bool):
             raise ValueError(value)
         return kind(value)
@@ -185,4 +194,18 @@ def load(
         raise ConfigError("setting 'max_calls' must be at least 1")
     if settings.max_payload_bytes < 1:
         raise ConfigError("setting 'max_payload_bytes' must be positive")
+    for entry in settings.worker_env:
+        _check_worker_env(entry)
     return settings
+
+
+def _check_worker_env(entry: str) -> None:
+    """The daemon's own settings and credentials never reach task code, even when named."""
+    name = entry.partition("=")[0]
+    if not name.isidentifier() or not name.isascii():
+        raise ConfigError(f"setting 'worker_env': {entry!r} is not NAME or NAME=value")
+    if name.upper().startswith(("FXGATE_", "GLOBUS_")):
+        raise ConfigError(
+            f"setting 'worker_env': {name} is refused: FXGATE_* and GLOBUS_* variables "
+            "hold the daemon's settings and credentials"
+        )

@@ -50,7 +50,8 @@ PENDING_CALLS = 2**31 - 1
 
 def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
     """The local upstream always; the Globus one when credentials are configured."""
-    upstreams: dict[str, Upstream] = {"local": LocalUpstream(settings.local_workers)}
+    local = LocalUpstream(settings.local_workers, settings.worker_env)
+    upstreams: dict[str, Upstream] = {"local": local}
     if settings.globus.configured:
         from gateway.upstreams.globus_upstream import GlobusUpstream
 

@@ -3,26 +3,51 @@
 Unlike concurrent.futures.ProcessPoolExecutor, one worker that dies (a
 segfault, os._exit, the OOM killer) fails only the task it was running, and
 the pool replaces it. Work is sent in small batches whose size adapts to how
-long tasks take: deep for trivial tasks (to pay for the pipe once per batch),
+long tasks take: deep for trivial tasks (to pay for the socket once per batch),
 one at a time for slow ones (so no task waits behind another on a busy worker).
+
+Why the pool cannot deadlock: the dispatch thread never blocks on a worker.
+Its socket ends are non-blocking; it writes what a socket takes and keeps the
+rest in that worker's out buffer until poll() says the socket is writable
+again, and it reads whatever outcomes are there. A worker does block, on its
+reads and its writes, but only ever on the dispatch thread, which always
+comes back to read and write. (With blocking pipes, a large batch going out
+and large results coming back left the daemon and both workers each blocked
+writing to the other, for good.) Flow control is by bytes as well as by count:
+a worker has at most MAX_INFLIGHT_BYTES of payloads sent or waiting to be sent,
+so the out buffers stay small; a batch always holds at least one task.
+
+Workers die with the daemon: each sets PR_SET_PDEATHSIG to SIGKILL, which
+fires when the *thread* that started it ends, so workers are started only by
+the dispatch thread, which lives as long as the pool. A task whose worker was
+killed that way has no result and runs again from the start after a restart;
+it never runs twice at the same time.
+
+Workers get a clean environment, set at exec (so /proc/self/environ holds
+nothing else either): a few variables Python and common tools need
+(BASE_ENV) and the ones the ``worker_env`` setting passes on. The daemon's
+credentials (FXGATE_*, GLOBUS_*, and anything else in its environment) stay
+out of task code and so out of stored results.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
-import multiprocessing
 import os
+import select
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TypeGuard
 
 from gateway.models import TaskState
 from gateway.store import Completion, PendingTask
@@ -33,20 +58,50 @@ from gateway.upstreams.base import (
     ResultSink,
     with_payloads,
 )
-from gateway.upstreams.local_worker import Done, Job, worker_main
+from gateway.upstreams.local_worker import HEADER, Job, encode
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 64
 # Tasks faster than this are batched to a worker; slower ones go one by one.
 BATCH_BELOW_S = 0.005
+# Payload bytes sent (or waiting to be sent) to one worker and not yet finished:
+# 64 tasks of 8 KB fit; 1 MB tasks go one at a time.
+MAX_INFLIGHT_BYTES = 1 << 20
+READ_CHUNK = 1 << 18
+# What a task's environment holds besides the worker_env setting. PYTHONPATH
+# because dill ships importable functions by reference: a task needs the same
+# modules the daemon's interpreter sees.
+BASE_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME", "PYTHONPATH")
+
+
+def worker_environment(passed: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a worker: BASE_ENV and LC_* from env, then worker_env entries.
+
+    An entry ``NAME`` passes the daemon's value on (if it has one); ``NAME=value`` sets it.
+    """
+    clean = {k: v for k, v in env.items() if k in BASE_ENV or k.startswith("LC_")}
+    for entry in passed:
+        name, eq, value = entry.partition("=")
+        if eq:
+            clean[name] = value
+        elif name in env:
+            clean[name] = env[name]
+    return clean
 
 
 @dataclass
 class _Worker:
-    process: BaseProcess
-    conn: Connection
-    inflight: deque[PendingTask] = field(default_factory=deque)
+    """One worker process and its socket; owned by the dispatch thread."""
+
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    pidfd: int
+    # (task, payload bytes) in the order sent; the head is running.
+    inflight: deque[tuple[PendingTask, int]] = field(default_factory=deque)
+    inflight_bytes: int = 0
+    out: deque[memoryview] = field(default_factory=deque)  # framed, not yet written
+    inbuf: bytearray = field(default_factory=bytearray)  # read, not yet a whole message
     known_functions: set[str] = field(default_factory=set)
     started: float = 0.0  # when the task at the head of inflight began
 
@@ -61,14 +116,27 @@ def _death_reason(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _is_outcome(message: object) -> TypeGuard[list[str]]:
+    return (
+        isinstance(message, list)
+        and len(message) == 5
+        and all(isinstance(part, str) for part in message)
+    )
+
+
 class LocalUpstream:
-    """Runs tasks in worker processes and reports outcomes to the sink."""
+    """Runs tasks in worker processes and reports outcomes to the sink.
+
+    The queue and the set of queued ids are shared with the callers of
+    enqueue/cancel under ``_lock``; workers, their buffers and ``_avg_s``
+    belong to the dispatch thread.
+    """
 
     name = "local"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, worker_env: Sequence[str] = ()) -> None:
         self._size = workers
-        self._ctx = multiprocessing.get_context("spawn")
+        self._env = worker_environment(worker_env, os.environ)
         self._queue: deque[PendingTask] = deque()
         self._queued: set[str] = set()
         self._lock = threading.Lock()
@@ -83,6 +151,7 @@ class LocalUpstream:
         self._budget = PayloadBudget()  # payload bytes _queue holds; under _lock
         self._code_cache: dict[str, str] = {}
         self._unstored: list[Completion] = []
+        self._chunk = bytearray(READ_CHUNK)
 
     # ----------------------------------------------------------- contract
     def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
@@ -116,21 +185,6 @@ class LocalUpstream:
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        for w in self._workers:
-            if w.inflight:
-                # Its tasks stay unfinished in the store and run again at the
-                # next start (at-least-once); waiting could take forever.
-                w.process.kill()
-            else:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-        for w in self._workers:
-            w.process.join(timeout=5)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -145,13 +199,19 @@ class LocalUpstream:
 
     # ------------------------------------------------------------ workers
     def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=worker_main, args=(child,), name="fxgate-worker", daemon=True
-        )
-        proc.start()
-        child.close()
-        return _Worker(proc, parent)
+        """Start a worker; only on the dispatch thread, whose end kills its workers."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            proc = subprocess.Popen(
+                # -P: the daemon's working directory does not shadow fxgate's own modules.
+                [sys.executable, "-P", "-m", "gateway.upstreams.local_worker"]
+                + [str(os.getpid()), str(theirs.fileno())],
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        ours.setblocking(False)
+        return _Worker(proc, ours, os.pidfd_open(proc.pid))
 
     def _wake(self) -> None:
         try:
@@ -160,53 +220,100 @@ class LocalUpstream:
             pass
 
     def _loop(self) -> None:
-        while self._running:
-            by_handle: dict[Any, _Worker] = {}
-            for w in self._workers:
-                by_handle[w.conn] = w
-                by_handle[w.process.sentinel] = w
-            ready = wait([*by_handle, self._wake_r], timeout=1.0)
-            if self._wake_r in ready:
+        try:
+            while self._running:
+                self._turn()
+        finally:
+            self._close_workers()
+
+    def _turn(self) -> None:
+        """Wait for any worker or the wake pipe, then read, write and dispatch what is ready."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_fd: dict[int, _Worker] = {}
+        for w in self._workers:
+            poller.register(w.sock, select.POLLIN | (select.POLLOUT if w.out else 0))
+            poller.register(w.pidfd, select.POLLIN)
+            by_fd[w.sock.fileno()] = by_fd[w.pidfd] = w
+        done: list[Completion] = []
+        for fd, _ in poller.poll(1000):
+            if fd == self._wake_r:
                 os.read(self._wake_r, 65536)
-            done: list[Completion] = []
-            dead: set[int] = set()
-            for handle in ready:
-                worker = by_handle.get(handle)
-                if worker is None or id(worker) in dead:
-                    continue
-                if not self._drain(worker, done):
-                    dead.add(id(worker))
-                    done.extend(self._replace(worker))
-            with self._lock:
-                done, self._unstored = self._unstored + done, []
-            if done and self._sink is not None:
-                self._sink(done).add_done_callback(functools.partial(self._stored, done))
-            self._dispatch()
+                continue
+            worker = by_fd[fd]
+            if worker not in self._workers:
+                continue  # already replaced this turn
+            exited = fd == worker.pidfd
+            if not (self._read(worker, done) and self._flush(worker)) or exited:
+                done.extend(self._replace(worker))
+        with self._lock:
+            done, self._unstored = self._unstored + done, []
+        if done and self._sink is not None:
+            self._sink(done).add_done_callback(functools.partial(self._stored, done))
+        self._dispatch()
 
     def _stored(self, done: list[Completion], fut: Future[list[Completion]]) -> None:
-        """Results the store could not take (locked, full) are offered again."""
+        """Results the store could not take (locked, full) are offered again (writer thread)."""
         if fut.exception() is not None:
             with self._lock:
                 self._unstored.extend(done)
             self._wake()
 
-    def _drain(self, worker: _Worker, done: list[Completion]) -> bool:
-        """Read every outcome waiting; False when the worker is gone."""
+    def _read(self, worker: _Worker, done: list[Completion]) -> bool:
+        """Take every outcome the socket holds now; False when the worker is unusable."""
+        view = memoryview(self._chunk)
         try:
-            while worker.conn.poll():
-                task_id, data, code, message, exc = worker.conn.recv()
-                self._finish(worker, (task_id, data, code, message, exc), done)
-        except (EOFError, OSError):
+            while True:
+                n = worker.sock.recv_into(view)
+                if n == 0:
+                    return False
+                worker.inbuf += view[:n]
+                if n < len(view):
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
             return False
-        return worker.process.is_alive()
+        buf, pos = worker.inbuf, 0
+        while len(buf) - pos >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, pos)
+            end = pos + HEADER.size + size
+            if len(buf) < end:
+                break
+            try:
+                message = json.loads(buf[pos + HEADER.size : end])
+            except ValueError:
+                message = None
+            pos = end
+            if not (_is_outcome(message) and self._finish(worker, message, done)):
+                log.error("worker pid %s wrote a malformed outcome", worker.process.pid)
+                return False
+        del buf[:pos]
+        return True
 
-    def _finish(self, worker: _Worker, outcome: Done, done: list[Completion]) -> None:
+    def _flush(self, worker: _Worker) -> bool:
+        """Write what the socket takes now, never waiting; False when the worker is gone."""
+        try:
+            while worker.out:
+                head = worker.out[0]
+                n = worker.sock.send(head)
+                if n < len(head):
+                    worker.out[0] = head[n:]
+                    break
+                worker.out.popleft()
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        return True
+
+    def _finish(self, worker: _Worker, outcome: list[str], done: list[Completion]) -> bool:
         task_id, data, code, message, exc = outcome
         # A worker runs its tasks in the order it got them, one at a time.
-        if worker.inflight and worker.inflight[0].task_id == task_id:
-            worker.inflight.popleft()
-        else:
-            log.error("worker pid %s reported task %s out of order", worker.process.pid, task_id)
+        if not worker.inflight or worker.inflight[0][0].task_id != task_id:
+            return False
+        _, size = worker.inflight.popleft()
+        worker.inflight_bytes -= size
         now = time.monotonic()
         self._avg_s = 0.8 * self._avg_s + 0.2 * (now - worker.started)
         worker.started = now
@@ -220,14 +327,16 @@ class LocalUpstream:
                 exception=exc,
             )
         )
+        return True
 
     def _replace(self, worker: _Worker) -> list[Completion]:
         """Fail the task a dead worker was running, requeue the rest, start a new one."""
-        worker.process.join(timeout=5)
-        reason = _death_reason(worker.process.exitcode)
+        worker.process.kill()  # if it only broke the protocol; no-op once it was reaped
+        worker.process.wait()
+        reason = _death_reason(worker.process.returncode)
         failed: list[Completion] = []
         if worker.inflight:
-            victim = worker.inflight.popleft()
+            victim, _ = worker.inflight.popleft()
             log.warning(
                 "worker pid %s %s while running task %s", worker.process.pid, reason, victim.task_id
             )
@@ -242,16 +351,38 @@ class LocalUpstream:
                 )
             )
             with self._lock:
-                for t in reversed(worker.inflight):
+                for t, _ in reversed(worker.inflight):
                     self._queue.appendleft(self._budget.admit(t))
                     self._queued.add(t.task_id)
         else:
             log.warning("idle worker pid %s %s", worker.process.pid, reason)
-        worker.conn.close()
+        worker.sock.close()
+        os.close(worker.pidfd)
         index = self._workers.index(worker)
         if self._running:
             self._workers[index] = self._spawn()
+        else:
+            del self._workers[index]
         return failed
+
+    def _close_workers(self) -> None:
+        """End every worker before the dispatch thread ends (which would SIGKILL them anyway).
+
+        An idle worker exits on end of input; a busy one is killed, and its tasks
+        stay unfinished in the store and run again at the next start (waiting
+        could take forever).
+        """
+        for w in self._workers:
+            if w.inflight:
+                w.process.kill()
+            w.sock.close()
+        for w in self._workers:
+            try:
+                w.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                w.process.kill()
+                w.process.wait()
+            os.close(w.pidfd)
 
     def _code(self, function_id: str) -> str:
         code = self._code_cache.get(function_id)
@@ -276,35 +407,38 @@ class LocalUpstream:
             room = depth - len(worker.inflight)
             if room <= 0 or (worker.inflight and room < depth // 2):
                 continue
+            budget = MAX_INFLIGHT_BYTES - worker.inflight_bytes
+            jobs: list[tuple[PendingTask, int]] = []
             with self._lock:
-                share = max(1, -(-len(self._queue) // len(self._workers)))
-                take = min(room, share)
-                jobs: list[PendingTask] = []
+                take = min(room, max(1, -(-len(self._queue) // len(self._workers))))
                 while self._queue and len(jobs) < take:
+                    size = self._queue[0].size()
+                    if size > budget and (jobs or worker.inflight):
+                        break  # a batch always holds at least one task
                     t = self._queue.popleft()
                     self._queued.discard(t.task_id)
                     self._budget.release(t)
-                    jobs.append(t)
-            if not jobs:
-                return
-            self._send(worker, jobs)
+                    jobs.append((t, size))
+                    budget -= size
+            if jobs:
+                self._send(worker, jobs)
 
-    def _send(self, worker: _Worker, jobs: list[PendingTask]) -> None:
+    def _send(self, worker: _Worker, jobs: list[tuple[PendingTask, int]]) -> None:
         assert self._payloads is not None
         try:  # payloads not kept in memory, in one read; a task finished meanwhile is skipped
-            ready = with_payloads(jobs, self._payloads)
+            ready = with_payloads([t for t, _ in jobs], self._payloads)
         except Exception as exc:  # noqa: BLE001 - the store is down: try again next turn
             log.warning("cannot read %d payloads to send: %s", len(jobs), exc)
             with self._lock:
-                for t in reversed(jobs):
+                for t, _ in reversed(jobs):
                     self._queue.appendleft(self._budget.admit(t))
                     self._queued.add(t.task_id)
             return
-        if not ready:
+        jobs = [(t, len(payload)) for t, payload in ready]
+        if not jobs:
             return
-        jobs = [t for t, _ in ready]
         batch: list[Job] = []
-        for t, payload in ready:
+        for (t, size), (_, payload) in zip(jobs, ready, strict=True):
             code = ""
             if t.function_id not in worker.known_functions:
                 try:
@@ -312,11 +446,10 @@ class LocalUpstream:
                 except KeyError:
                     code = ""
                 worker.known_functions.add(t.function_id)
-            batch.append((t.task_id, t.function_id, code, payload, t.result_serializers))
+            batch.append((t.task_id, t.function_id, code, payload, list(t.result_serializers)))
+            worker.inflight_bytes += size
         if not worker.inflight:
             worker.started = time.monotonic()
         worker.inflight.extend(jobs)
-        try:
-            worker.conn.send(batch)
-        except OSError:
-            pass  # the worker died; its sentinel reports it on the next turn
+        worker.out.append(memoryview(encode(batch)))
+        self._flush(worker)  # a dead worker's pidfd reports it on the next turn
