@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from client.client import Batch, Client, FuncXClient
     from client.errors import (
+        DaemonPermissionDenied,
         DeserializationError,
         FxgateError,
         GatewayUnavailable,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         SerializationError,
         TaskExecutionFailed,
         TaskPending,
+        UntrustedSocket,
     )
     from client.executor import Executor, FuncXExecutor
     from client.futures import ComputeFuture, FuncXFuture
@@ -31,6 +33,7 @@ _HOMES = {
     "Batch": "client.client",
     "Client": "client.client",
     "FuncXClient": "client.client",
+    "DaemonPermissionDenied": "client.errors",
     "DeserializationError": "client.errors",
     "FxgateError": "client.errors",
     "GatewayUnavailable": "client.errors",
@@ -39,6 +42,7 @@ _HOMES = {
     "TaskExecutionFailed": "client.errors",
     "FuncxTaskExecutionFailed": "client.errors",
     "TaskPending": "client.errors",
+    "UntrustedSocket": "client.errors",
     "Executor": "client.executor",
     "FuncXExecutor": "client.executor",
     "ComputeFuture": "client.futures",
@@ -49,6 +53,7 @@ __all__ = [
     "Batch",
     "Client",
     "ComputeFuture",
+    "DaemonPermissionDenied",
     "DeserializationError",
     "Executor",
     "FuncXClient",
@@ -61,6 +66,7 @@ __all__ = [
     "SerializationError",
     "TaskExecutionFailed",
     "TaskPending",
+    "UntrustedSocket",
 ]
 
 

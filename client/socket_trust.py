@@ -37,7 +37,7 @@ def trusted_uids(env: Mapping[str, str] = os.environ) -> frozenset[int]:
     """This process's user, root (who can do anything to us anyway) and FXGATE_DAEMON_USER."""
     uids = {os.geteuid(), 0}
     named = env.get(DAEMON_USER_ENV, "").strip()
-    if named.isdigit():
+    if named.isascii() and named.isdigit():
         uids.add(int(named))
     elif named:
         try:

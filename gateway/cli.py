@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client.address import resolve_address, status_socket_path
+from client.address import resolve_address, status_socket_path, unix_path
 from client.errors import FxgateError
+from client.socket_trust import check_socket, permission_denied
 from gateway import __version__
 from gateway.errors import GatewayError
 
@@ -95,9 +96,15 @@ def _read_status(address: str) -> dict[str, Any]:
 
         with Client(address=address) as client:
             return client.status()
+    grpc_path = unix_path(address)
+    assert grpc_path is not None  # a status socket exists only beside a unix socket
+    check_socket(grpc_path)  # the status document is data, but it must not lie either
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(STATUS_TIMEOUT_S)
-        conn.connect(str(path))
+        try:
+            conn.connect(str(path))
+        except PermissionError as exc:
+            raise permission_denied(grpc_path, exc) from None
         with conn.makefile("rb") as answer:
             document: dict[str, Any] = json.loads(answer.read())
     return document
@@ -113,7 +120,7 @@ def _status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    except FxgateError as exc:  # over TCP: unreachable, or the token was refused
+    except FxgateError as exc:  # untrusted or closed socket; over TCP: unreachable or refused
         print(f"fxgate: {exc}", file=sys.stderr)
         return 1
     if args.json:

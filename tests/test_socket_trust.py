@@ -189,3 +189,46 @@ def test_a_client_without_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     assert "fxgate serve" in warning, warning
     assert f"{tmp_path}/gateway.sock" in warning
     assert "No such file or directory" in warning, warning  # the daemon's (gRPC's) own words
+
+
+def test_fxgate_status_refuses_a_planted_socket_and_names_a_closed_one(
+    other_user: OtherUser,  # noqa: F811
+    shared_dir: Path,  # noqa: F811
+) -> None:
+    """`fxgate status` applies the client's rule: a planted socket is refused, a closed one
+    is a permission error, never "no daemon answers"."""
+    planted = shared_dir / "planted"
+    planted.mkdir()
+    planted.chmod(0o777)
+    fake = plant_fake_daemon(other_user, planted / "gateway.sock.status")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FXGATE_")}
+    env.update(PYTHONPATH=str(ROOT), FXGATE_ADDRESS=f"unix://{planted}/gateway.sock")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        connections, _ = fake_daemon_counts(fake)
+    assert out.returncode == 1
+    assert connections == 0
+    assert "not talking to the fxgate socket" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+    d = DaemonProcess(shared_dir / "state")
+    d.start()
+    try:
+        status = other_user.popen(
+            "import sys; from gateway.cli import main; sys.exit(main(['status']))",
+            env={"FXGATE_ADDRESS": d.address},
+        )
+        _, err = status.communicate(timeout=60)
+        assert status.returncode == 1
+        assert "permission denied on" in err, err
+        assert "no fxgate daemon answers" not in err
+        assert "Traceback" not in err
+    finally:
+        assert d.stop() == 0, d.log()
