@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from client import Client, Executor
+from gateway.config import load
+from gateway.errors import ConfigError
 from tests.daemon import DaemonProcess
 
 
@@ -148,3 +150,21 @@ def test_task_code_sees_no_daemon_secrets_only_what_is_passed_on(
     assert env["TASK_SETTING"] == "on" and exec_env[b"TASK_SETTING"] == b"on"
     assert env["TASK_FIXED"] == "fixed-value" and exec_env[b"TASK_FIXED"] == b"fixed-value"
     assert env["PATH"] == os.environ["PATH"]
+
+
+def test_worker_env_comes_from_file_or_environment_and_refuses_daemon_names(
+    tmp_path: Path,
+) -> None:
+    env = {"FXGATE_STATE_DIR": str(tmp_path)}
+    (tmp_path / "config.toml").write_text('worker_env = ["HTTP_PROXY", "GREETING=a b"]\n')
+    assert load(env=env).worker_env == ["HTTP_PROXY", "GREETING=a b"]
+    env["FXGATE_WORKER_ENV"] = "OMP_NUM_THREADS=1  HTTP_PROXY"
+    assert load(env=env).worker_env == ["OMP_NUM_THREADS=1", "HTTP_PROXY"]
+    for bad in ("FXGATE_GLOBUS_TOKEN", "globus_sdk_secret=x"):
+        with pytest.raises(ConfigError, match="refused: FXGATE_. and GLOBUS_."):
+            load(env=env | {"FXGATE_WORKER_ENV": bad})
+    with pytest.raises(ConfigError, match="is not NAME or NAME=value"):
+        load(env=env | {"FXGATE_WORKER_ENV": "=x"})
+    (tmp_path / "config.toml").write_text("worker_env = [1]\n")
+    with pytest.raises(ConfigError, match="'worker_env' must be of type list"):
+        load(env={"FXGATE_STATE_DIR": str(tmp_path)})
