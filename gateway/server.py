@@ -44,7 +44,8 @@ MAX_MESSAGE = 64 * 1024 * 1024
 BLOCKING_THREADS = 8
 RETENTION_CHECK_S = 3600.0
 # Calls received but not yet taken up by the event loop: no limit of their own
-# (grpc core's largest); max_calls refuses the excess with RESOURCE_EXHAUSTED.
+# (grpc core's largest); max_calls (service.CallLimit) refuses the excess with
+# RESOURCE_EXHAUSTED and a reason.
 PENDING_CALLS = 2**31 - 1
 
 
@@ -127,7 +128,6 @@ class Daemon:
                 ("grpc.server.max_pending_requests", PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
             ],
-            maximum_concurrent_rpcs=self.settings.max_calls,
             interceptors=interceptors,
         )
         add_to_server(Servicer(gateway, self._blocking), self.server)

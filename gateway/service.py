@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias, TypeVar, cast
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -107,18 +107,69 @@ class _Collected:
         self.handlers = handlers
 
 
+class CallLimit:
+    """At most `limit` calls served at once (max_calls); the excess is refused with a reason.
+
+    grpc's own maximum_concurrent_rpcs refuses with "Concurrent RPC limit
+    exceeded!", which names no setting. The refusal keeps those words, which
+    the client library reads as "retry" (client/connection.py transient()).
+    Only the server's event loop touches the count: no lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    async def refuse_if_full(self, context: Context) -> None:
+        if self.active >= self.limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Concurrent RPC limit reached: the daemon is serving its limit of {self.limit} "
+                "calls at once (max_calls; each open watch holds one); retry",
+            )
+
+    def unary(self, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
+        async def limited(request: Any, context: Context) -> Any:
+            await self.refuse_if_full(context)
+            self.active += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.active -= 1
+
+        return limited
+
+    def stream(self, behavior: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
+        async def limited(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self.refuse_if_full(context)
+            self.active += 1
+            try:
+                async for message in behavior(request, context):
+                    yield message
+            finally:
+                self.active -= 1
+
+        return limited
+
+
+def _adjusted(handler: Any, limit: CallLimit) -> Any:
+    """A method handler with a lenient parser and the call limit around its behaviour."""
+    handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=limit.unary(handler.unary_unary))
+    return handler._replace(unary_stream=limit.stream(handler.unary_stream))
+
+
 def add_to_server(servicer: Servicer, server: grpc.aio.Server) -> None:
-    """Register the service, with requests that do not parse refused as INVALID_ARGUMENT.
+    """Register the service: unparsable requests refused, calls over max_calls refused.
 
     grpc itself answers UNKNOWN to bytes that are not a protobuf message,
     which reads like a fault of the daemon rather than the client's mistake.
     """
     collected = _Collected()
     pb_grpc.add_GatewayServicer_to_server(servicer, collected)  # type: ignore[no-untyped-call]
-    handlers = {
-        name: cast(Any, h)._replace(request_deserializer=_lenient(h.request_deserializer))
-        for name, h in collected.handlers.items()
-    }
+    limit = CallLimit(servicer.gw.settings.max_calls)
+    handlers = {name: _adjusted(h, limit) for name, h in collected.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
 
