@@ -422,3 +422,24 @@ def test_get_tasks_answers_once_per_id_in_request_order_and_caps_the_count(
     err = refusal(lambda: stub.Cancel(pb.CancelRequest(task_ids=[a] * 100_001)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     still_serving(daemon)
+
+
+@on_both_databases
+def test_a_nul_character_is_refused_not_read_as_a_store_fault(
+    daemon: DaemonProcess, stub: pb_grpc.GatewayStub, function_id: str
+) -> None:
+    """PostgreSQL's text cannot hold NUL: the store's error read as UNAVAILABLE, retried forever."""
+    err = refusal(
+        lambda: stub.RegisterFunction(
+            pb.RegisterFunctionRequest(function_name="a\x00b", function_code=pack_function(abs))
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "function_name contains a NUL character" in err.details()
+    payload = pack_buffers(["00\n\x00", "00\n{}"])
+    err = refusal(
+        submit(stub, function_id, tasks=[pb.TaskSpec(function_id=function_id, payload=payload)])
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "task 0: payload contains a NUL character" in err.details()
+    still_serving(daemon)
