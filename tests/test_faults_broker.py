@@ -19,18 +19,25 @@ from client import Executor
 from client.serialize import serialize_data
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus
-from tests.support.faults import EventTally, assert_daemon_survived, assert_stored_once
+from tests.support.faults import (  # noqa: F401
+    EventTally,
+    assert_daemon_survived,
+    assert_stored_once,
+    daemons,
+)
 from tests.support.fixtures import fake_globus, fresh_rabbit, rabbit  # noqa: F401
 from tests.support.rabbitmq import RabbitNode
 
-N = 2000
+N = 1000
 
 
 def double(x: int) -> int:
     return x * 2
 
 
-def globus_daemon(tmp_path: Path, fake: FakeGlobus, db_url: str = "") -> DaemonProcess:
+def globus_daemon(
+    tmp_path: Path, fake: FakeGlobus, started: list[DaemonProcess], db_url: str = ""
+) -> DaemonProcess:
     """A daemon on the fake service; its store is SQLite in its state dir unless db_url."""
     d = DaemonProcess(
         tmp_path / "state",
@@ -43,6 +50,7 @@ def globus_daemon(tmp_path: Path, fake: FakeGlobus, db_url: str = "") -> DaemonP
             "FXGATE_GLOBUS_BROKER_FALLBACK_S": "600",
         },
     )
+    started.append(d)
     d.start()
     return d
 
@@ -91,10 +99,11 @@ def stream_through(
 
 def test_broker_killed_mid_stream_then_restarted_every_result_once(
     tmp_path: Path,
+    daemons: list[DaemonProcess],  # noqa: F811
     fresh_rabbit: RabbitNode,  # noqa: F811
     private_fake: FakeGlobus,
 ) -> None:
-    daemon = globus_daemon(tmp_path, private_fake)
+    daemon = globus_daemon(tmp_path, private_fake, daemons)
     connected_before = daemon.log().count("result broker connected")
 
     def kill_beam(tally: EventTally) -> None:
@@ -107,10 +116,11 @@ def test_broker_killed_mid_stream_then_restarted_every_result_once(
 
 def test_connections_closed_by_the_broker_several_times_every_result_once(
     tmp_path: Path,
+    daemons: list[DaemonProcess],  # noqa: F811
     fake_globus: FakeGlobus,  # noqa: F811
     rabbit: RabbitNode,  # noqa: F811
 ) -> None:
-    daemon = globus_daemon(tmp_path, fake_globus)
+    daemon = globus_daemon(tmp_path, fake_globus, daemons)
     closes = 3
 
     def close_repeatedly(tally: EventTally) -> None:
@@ -126,10 +136,11 @@ def test_connections_closed_by_the_broker_several_times_every_result_once(
 
 def test_memory_alarm_blocks_the_publisher_and_the_consumer_keeps_its_connection(
     tmp_path: Path,
+    daemons: list[DaemonProcess],  # noqa: F811
     fake_globus: FakeGlobus,  # noqa: F811
     rabbit: RabbitNode,  # noqa: F811
 ) -> None:
-    daemon = globus_daemon(tmp_path, fake_globus)
+    daemon = globus_daemon(tmp_path, fake_globus, daemons)
 
     def alarm(tally: EventTally) -> None:
         rabbit.set_memory_alarm(True)
@@ -139,6 +150,10 @@ def test_memory_alarm_blocks_the_publisher_and_the_consumer_keeps_its_connection
             published = fake_globus.stats()["results_published"]
             assert tally.wait_for(published, timeout=60)
             assert fake_globus.stats()["results_published"] < N  # the publisher is held
+            # Only the publishing connection is blocked: the daemon's never
+            # publishes, gets no connection.blocked, and pika's
+            # blocked_connection_timeout never runs for it.
+            assert rabbit.connection_states().count("blocked") == 1  # the fake's
         finally:
             rabbit.set_memory_alarm(False)
 

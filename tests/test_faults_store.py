@@ -21,10 +21,11 @@ from client._proto import gateway_pb2_grpc as pb_grpc
 from client.serialize import deserialize
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus
-from tests.support.faults import (
+from tests.support.faults import (  # noqa: F401
     EventTally,
     assert_daemon_survived,
     assert_stored_once,
+    daemons,
     wait_for_log,
 )
 from tests.support.fixtures import fake_globus, rabbit  # noqa: F401
@@ -44,10 +45,12 @@ def slow_square(x: int) -> int:
 
 def test_postgres_restarted_mid_run_loses_nothing_and_delivers_each_result_once(
     tmp_path: Path,
+    daemons: list[DaemonProcess],  # noqa: F811
     postgres: PostgresCluster,
 ) -> None:
     db_url = postgres.new_database()
     daemon = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_DB": db_url})
+    daemons.append(daemon)
     daemon.start()
     with Client(address=daemon.address) as c:
         fid = c.register_function(slow_square)
@@ -93,11 +96,12 @@ def test_postgres_restarted_mid_run_loses_nothing_and_delivers_each_result_once(
 
 def test_postgres_restarted_mid_globus_stream_every_result_once(
     tmp_path: Path,
+    daemons: list[DaemonProcess],  # noqa: F811
     postgres: PostgresCluster,
     fake_globus: FakeGlobus,  # noqa: F811
     rabbit: RabbitNode,  # noqa: F811
 ) -> None:
-    daemon = globus_daemon(tmp_path, fake_globus, postgres.new_database())
+    daemon = globus_daemon(tmp_path, fake_globus, daemons, postgres.new_database())
 
     def restart_store(tally: EventTally) -> None:
         postgres.stop_server()

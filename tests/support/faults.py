@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import pytest
 import sqlalchemy as sa
 
 from client import Client
@@ -120,3 +122,13 @@ def wait_for_log(daemon: DaemonProcess, text: str, count: int = 1, timeout: floa
     while daemon.log().count(text) < count:
         assert time.monotonic() < deadline, f"{text!r} not logged {count} times:\n{daemon.log()}"
         time.sleep(0.05)  # re-reading a file that has no change notification
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts itself; any still running at teardown (a failed test) is killed."""
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()

@@ -254,6 +254,11 @@ class RabbitNode:
         """Raise (or clear) the memory alarm: while raised the broker blocks publishers."""
         self.ctl("set_vm_memory_high_watermark", "0.0000001" if on else "0.4")
 
+    def connection_states(self) -> list[str]:
+        """The broker's state of each client connection (running, blocking, blocked, ...)."""
+        out = self.ctl("list_connections", "--formatter", "json", "state")
+        return sorted(str(r["state"]) for r in json.loads(out or "[]"))
+
     def restart_hard(self) -> None:
         """SIGKILL the Erlang VM, then start the node again on the same data."""
         self.kill()
