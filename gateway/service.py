@@ -45,8 +45,9 @@ BYTES_PER_MESSAGE = 8 * 1024 * 1024
 # A status message stays far below the 8 KB of metadata a client accepts by
 # default; messages name values through errors.shown(), this is the last guard.
 MAX_DETAILS = 1000
-# The store's integers are signed 64-bit: no seq is larger.
-MAX_SEQ = 2**63 - 1
+# The largest seq any store holds: the column is a 32-bit INTEGER on PostgreSQL
+# (64-bit on SQLite); a larger after_seq would fail the query as a store error.
+MAX_SEQ = 2**31 - 1
 
 CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -265,8 +266,8 @@ class Servicer(pb_grpc.GatewayServicer):
                 request.refuse()
             if request.after_seq > MAX_SEQ:
                 raise InvalidRequest(
-                    f"after_seq {request.after_seq} is out of range (0 to {MAX_SEQ}); "
-                    "a negative number sent as uint64 reads as one over 2**63"
+                    f"after_seq {request.after_seq} is out of range (0 to {MAX_SEQ}; "
+                    "a negative number sent as uint64 reads as one over 2**63)"
                 )
             stream = self.gw.watch(request.task_group_id, request.after_seq, self._blocking)
             async with contextlib.aclosing(stream):  # unsubscribes when the client goes away

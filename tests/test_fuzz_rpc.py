@@ -136,7 +136,9 @@ def texts(target: Target) -> st.SearchStrategy[str]:
 
 
 def uint64() -> st.SearchStrategy[int]:
-    return st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 2**63 - 1, 2**63, 2**64 - 1]))
+    return st.one_of(
+        st.integers(0, 2**64 - 1), st.sampled_from([0, 2**31 - 1, 2**31, 2**63, 2**64 - 1])
+    )
 
 
 @FUZZ
