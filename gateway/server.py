@@ -26,7 +26,7 @@ from client.address import status_socket_path
 from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.errors import ConfigError
+from gateway.errors import AlreadyRunning, ConfigError
 from gateway.service import Servicer, add_to_server
 from gateway.state_dir import hold, hold_socket_path, prepare_state_dir
 from gateway.status_socket import StatusSocket
@@ -43,6 +43,8 @@ MAX_MESSAGE = 64 * 1024 * 1024
 # stream or a submit waiting for its commit holds none of them.
 BLOCKING_THREADS = 8
 RETENTION_CHECK_S = 3600.0
+# How often the database lease is checked (a PostgreSQL session can end under it).
+LEASE_CHECK_S = 2.0
 # Calls received but not yet taken up by the event loop: no limit of their own
 # (grpc core's largest); max_calls (service.CallLimit) refuses the excess with
 # RESOURCE_EXHAUSTED and a reason.
@@ -71,6 +73,8 @@ class Daemon:
         self._lock: IO[str] | None = None
         self._socket_lock: IO[str] | None = None
         self._lease: StoreLease | None = None
+        self._lease_keeper = threading.Thread(target=self._keep_lease, name="store-lease")
+        self.lost_lease: AlreadyRunning | None = None  # set by the lease keeper thread
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None
         self.status_socket: StatusSocket | None = None
@@ -101,6 +105,7 @@ class Daemon:
         self._on_loop(self._start_server(self.gateway, tls, interceptors))
         self._serve_status()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
+        self._lease_keeper.start()
         log.info(
             "fxgate serving on %s (store %s, upstreams: %s, local endpoint %s)",
             s.resolved_address,
@@ -176,6 +181,18 @@ class Daemon:
             if gone:
                 log.info("retention: released %d finished task groups", len(gone))
 
+    def _keep_lease(self) -> None:
+        """Stop the daemon if another one took the database while our session was gone."""
+        assert self._lease is not None
+        while not self._stopping.wait(LEASE_CHECK_S):
+            try:
+                self._lease.keep()
+            except AlreadyRunning as exc:
+                log.error("lost the database lease: %s; stopping", exc)
+                self.lost_lease = exc
+                self._stop_signal = signal.SIGTERM
+                return
+
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """The signal handler: only records the request (taking a lock here could deadlock)."""
         self._stop_signal = signum
@@ -211,6 +228,8 @@ class Daemon:
         path = self.settings.socket_path
         if path is not None and self._socket_lock is not None:  # only the owner removes it
             path.unlink(missing_ok=True)
+        if self._lease_keeper.is_alive():
+            self._lease_keeper.join()
         for lock in (self._socket_lock, self._lock):
             if lock is not None:
                 lock.close()
@@ -229,3 +248,5 @@ def serve(settings: Settings) -> None:
         daemon.wait()
     finally:
         daemon.stop()
+    if daemon.lost_lease is not None:
+        raise daemon.lost_lease

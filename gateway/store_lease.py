@@ -15,7 +15,11 @@ one refuses to start and names the first (host, pid, state dir).
   and a one-row table naming the holder.
   This module reaches SQL only for the lease; the store's data stays in store.py.
 
-The lease is taken and released on the main thread (Daemon.start / stop).
+The lease is taken and released on the main thread (Daemon.start / stop); in
+between, only the daemon's lease-keeper thread touches it (`keep`). A
+PostgreSQL restart or a dropped connection ends the session and with it the
+advisory lock: the keeper takes it again on a new connection, and if another
+daemon took it first, this daemon stops rather than run tasks beside it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import Connection, NullPool, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, NullPool, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import AlreadyRunning, ConfigError, StoreUnavailable
@@ -44,9 +48,40 @@ ADVICE = "stop it first, or give this daemon a database of its own (--db)"
 class StoreLease:
     """What keeps other daemons off the database: a lock file, a connection, or nothing."""
 
-    def __init__(self, lock: IO[str] | None = None, conn: Connection | None = None) -> None:
+    def __init__(
+        self,
+        lock: IO[str] | None = None,
+        conn: Connection | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self._lock = lock
         self._conn = conn
+        self._state_dir = state_dir
+
+    def keep(self) -> None:
+        """Check the lease still holds; take it again if its session ended.
+
+        Raises AlreadyRunning when another daemon holds it now. A database that
+        cannot be reached is not a loss: nobody can take the lease then, and the
+        next check tries again.
+        """
+        if self._conn is None or self._state_dir is None:
+            return  # a lock file (or nothing) cannot be lost while the process lives
+        try:
+            self._conn.execute(text("SELECT 1")).scalar()
+            return
+        except SQLAlchemyError:
+            pass
+        engine = self._conn.engine
+        try:
+            self._conn.close()
+        except SQLAlchemyError:
+            pass
+        try:
+            self._conn = _lock_session(engine, self._state_dir)
+        except StoreUnavailable:
+            return
+        log.warning("database lease taken again after its session ended")
 
     def release(self) -> None:
         if self._lock is not None:
@@ -90,14 +125,25 @@ def _postgresql_lease(url: str, state_dir: Path) -> StoreLease:
             "(fxgate[postgresql] brings psycopg)"
         ) from None
     try:
+        conn = _lock_session(engine, state_dir)
+    except (AlreadyRunning, StoreUnavailable):
+        engine.dispose()
+        raise
+    return StoreLease(conn=conn, state_dir=state_dir)
+
+
+def _lock_session(engine: Engine, state_dir: Path) -> Connection:
+    """A new session holding the advisory lock and naming this daemon as its holder."""
+    try:
         conn = engine.connect()
+    except SQLAlchemyError as exc:
+        safe = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(f"cannot open database {safe}: {exc}") from None
+    try:
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LEASE_KEY}).scalar()
         if not got:
-            holder = _pg_holder(conn)
-            conn.close()
-            engine.dispose()
             raise AlreadyRunning(
-                f"another fxgate daemon ({holder}) is using this database; {ADVICE}"
+                f"another fxgate daemon ({_pg_holder(conn)}) is using this database; {ADVICE}"
             )
         conn.execute(
             text(
@@ -120,11 +166,16 @@ def _postgresql_lease(url: str, state_dir: Path) -> StoreLease:
             },
         )
         conn.commit()  # the session-level lock outlives the transaction
-    except SQLAlchemyError as exc:
-        engine.dispose()
+    except (SQLAlchemyError, AlreadyRunning) as exc:
+        try:
+            conn.close()
+        except SQLAlchemyError:
+            pass
+        if isinstance(exc, AlreadyRunning):
+            raise
         safe = engine.url.render_as_string(hide_password=True)
         raise StoreUnavailable(f"cannot open database {safe}: {exc}") from None
-    return StoreLease(conn=conn)
+    return conn
 
 
 def _pg_holder(conn: Connection) -> str:

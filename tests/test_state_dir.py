@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import Client, Executor
+from gateway.store_lease import PG_LEASE_KEY
 from tests.daemon import DaemonProcess
 from tests.support.other_user import OtherUser, other_user  # noqa: F401
 from tests.support.postgres import PostgresCluster
@@ -163,3 +166,67 @@ def test_two_daemons_on_one_postgresql_database(postgres: PostgresCluster, tmp_p
     first = DaemonProcess(tmp_path / "first", extra_env={"FXGATE_DB": db})
     second = DaemonProcess(tmp_path / "second", extra_env={"FXGATE_DB": db})
     _two_daemons_on_one_store(first, second)
+
+
+LEASE_SESSIONS = """
+    SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+    WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()
+      AND l.classid::bigint = (%(key)s >> 32) AND l.objid::bigint = (%(key)s & 4294967295)
+"""
+
+
+def _lease_holders(conn: Any) -> list[int]:
+    return [r[0] for r in conn.execute(LEASE_SESSIONS, {"key": PG_LEASE_KEY}).fetchall()]
+
+
+def test_a_postgresql_lease_whose_session_ended_is_taken_again(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """A restart or a dropped connection ends the lease's session; the daemon takes it again,
+    so a second daemon is still refused."""
+    import psycopg
+
+    db = postgres.new_database()
+    first = DaemonProcess(tmp_path / "first", extra_env={"FXGATE_DB": db})
+    second = DaemonProcess(tmp_path / "second", extra_env={"FXGATE_DB": db})
+    first.start()
+    try:
+        with psycopg.connect(db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+            (old,) = _lease_holders(c)
+            c.execute("SELECT pg_terminate_backend(%s)", (old,))
+            deadline = time.monotonic() + 60
+            while (holders := _lease_holders(c)) in ([], [old]):
+                assert time.monotonic() < deadline, f"lease not taken again:\n{first.log()}"
+                time.sleep(0.1)
+            assert len(holders) == 1 and holders[0] != old
+        assert f"pid {first.proc.pid}" in refused(second)  # type: ignore[union-attr]
+        with Client(address=first.address) as client:
+            assert client.status()["uptime_s"] >= 0
+    finally:
+        assert first.stop() == 0, first.log()
+
+
+def test_a_daemon_whose_postgresql_lease_another_took_stops(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """If another holder takes the lease while the daemon's session is gone, the daemon
+    stops (exit 2, one line naming why) instead of running tasks beside it."""
+    import psycopg
+
+    db = postgres.new_database()
+    d = DaemonProcess(tmp_path / "state", extra_env={"FXGATE_DB": db})
+    d.start()
+    try:
+        with psycopg.connect(db.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
+            (holder,) = _lease_holders(c)
+            c.execute("SELECT pg_terminate_backend(%s)", (holder,))
+            c.execute("SELECT pg_advisory_lock(%s)", (PG_LEASE_KEY,))  # queued before the daemon
+            assert d.proc is not None
+            code = d.proc.wait(timeout=60)
+    finally:
+        d.stop()
+    log = d.log()
+    assert code == 2, log
+    assert "lost the database lease" in log
+    assert "Traceback" not in log
+    assert log.strip().splitlines()[-1].startswith("fxgate: another fxgate daemon"), log
