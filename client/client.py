@@ -142,7 +142,9 @@ class Client:
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """{"pending", "status", and "result" or "exception" once finished}."""
-        return self.get_batch_result([task_id])[task_id]
+        # the daemon answers with the canonical id, which may differ in case from the one asked
+        (doc,) = self.get_batch_result([task_id]).values()
+        return doc
 
     def get_result(self, task_id: str) -> Any:
         """The task's value; raises TaskPending if it has not finished, or its exception."""

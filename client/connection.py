@@ -24,7 +24,12 @@ import grpc
 from client._proto import gateway_pb2_grpc as pb_grpc
 from client.address import resolve_address, unix_path
 from client.credentials import tcp_credentials
-from client.errors import DaemonPermissionDenied, GatewayUnavailable, RequestRefused
+from client.errors import (
+    FROM_DAEMON,
+    DaemonPermissionDenied,
+    GatewayUnavailable,
+    RequestRefused,
+)
 from client.socket_trust import check_socket, permission_denied
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,13 @@ def open_channel(address: str) -> grpc.Channel:
     return grpc.secure_channel(address, tcp_credentials(address), options=CHANNEL_OPTIONS)
 
 
+def _from_daemon(exc: grpc.RpcError) -> bool:
+    """Whether the daemon itself refused the call (see gateway/service.py FROM_DAEMON)."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    metadata = trailing() if callable(trailing) else None
+    return any(key == FROM_DAEMON for key, _ in metadata or ())
+
+
 def refused(exc: grpc.RpcError) -> RequestRefused:
     """The daemon's answer to a bad request, as one exception with code and message."""
     code = exc.code()
@@ -105,6 +117,8 @@ class Connection:
         return None
 
     def _unavailable(self, exc: grpc.RpcError, what: str) -> str:
+        if _from_daemon(exc):  # it answered: its own reason, e.g. a database it cannot reach
+            return f"the fxgate daemon at {self.address} cannot serve {what} now: {exc.details()}"
         return (
             f"no fxgate daemon answers at {self.address} ({what}: {exc.details()}); "
             "start one with `fxgate serve` or set FXGATE_ADDRESS"

@@ -12,6 +12,10 @@ import textwrap
 import time
 from typing import Any
 
+# gRPC trailing metadata key by which the daemon marks a refusal of its own, so a client
+# tells "the daemon answered UNAVAILABLE (its database is locked)" from "no daemon answers".
+FROM_DAEMON = "fxgate-refused-by-daemon"
+
 
 class FxgateError(Exception):
     """Base class of every fxgate error, so callers can catch them all at once."""

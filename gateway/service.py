@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 
 from client._proto import gateway_pb2 as pb
 from client._proto import gateway_pb2_grpc as pb_grpc
+from client.errors import FROM_DAEMON
 from gateway.core import Gateway
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
 from gateway.loglimit import throttled
@@ -73,6 +74,9 @@ async def _abort(context: Context, exc: Exception, method: str) -> None:
         await context.abort(grpc.StatusCode.INTERNAL, details[:MAX_DETAILS])
     details = str(exc)[:MAX_DETAILS]
     throttled(log).info("%s refused: %s", method, details)
+    # Marks the daemon's own refusals, so a client can tell "the daemon says the store is
+    # unavailable" from "no daemon answers", which carry the same code.
+    context.set_trailing_metadata(((FROM_DAEMON, "1"),))
     await context.abort(code, details)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from client import Client, Executor, RequestRefused, TaskExecutionFailed
+from client import Client, Executor, GatewayUnavailable, RequestRefused, TaskExecutionFailed
 from client._proto import gateway_pb2 as pb
 from client._proto import gateway_pb2_grpc as pb_grpc
 from client.serialize import pack_buffers, pack_function, pack_payload
@@ -212,6 +212,11 @@ def test_locked_database_gives_unavailable_and_loses_nothing(tmp_path: object) -
             err = refusal(submit(stub, fid))
             assert err.code() == grpc.StatusCode.UNAVAILABLE
             assert "database" in err.details() and "locked" in err.details()
+            with Client(address=d.address) as c, pytest.raises(GatewayUnavailable) as told:
+                c.register_function(lambda y: y + 1)  # a new function: a write
+            message = str(told.value)  # the daemon's own reason, not "no daemon answers"
+            assert "cannot serve RegisterFunction now" in message and "locked" in message
+            assert "no fxgate daemon answers" not in message
             during = ex.submit(double, 2)  # the client retries until the store is back
             blocker.execute("ROLLBACK")
             blocker.close()

@@ -153,6 +153,7 @@ def test_client_batch_api_and_results(client: Client) -> None:
         assert sorted(f.result(timeout=60) for f in futures) == [i * 2 for i in range(10)]
     assert client.get_result(ids[3]) == 6
     assert client.get_task(ids[0])["status"] == "success"
+    assert client.get_task(ids[0].upper())["status"] == "success"  # any spelling of the UUID
     sdk_style = client.batch_run("local", client.create_batch())
     assert sdk_style["tasks"] == {}
 
