@@ -29,7 +29,7 @@ from client import Client, Executor  # noqa: E402
 from client.serialize import deserialize  # noqa: E402
 from tests.daemon import DaemonProcess  # noqa: E402
 from tests.support.fake_globus import FakeGlobus  # noqa: E402
-from tests.support.faults import EventTally, stored_tasks  # noqa: E402
+from tests.support.faults import EventTally, leftover_task_ids, stored_tasks  # noqa: E402
 from tests.support.rabbitmq import RabbitNode  # noqa: E402
 from tests.test_faults_globus_kill import Endpoint, double, kill_points  # noqa: E402
 
@@ -75,10 +75,16 @@ def one_run(rabbit: RabbitNode, n: int, kills: int, seed: int, tmp: Path) -> dic
             futures_ok = sum(1 for i, f in enumerate(futures) if f.result(timeout=60) == i * 2)
         with Client(address=daemon.address) as c:
             quarantined = int(c.status()["quarantined_messages"])
+            upstream_group = c.get_task_group(group)["upstream_task_group_id"]
         rows = stored_tasks(f"sqlite:///{daemon.state_dir / 'gateway.db'}", group)
         code = daemon.stop()
         log = daemon.log()
         stored = Counter(r[0] for r in rows)
+        # Left in the group's queue after the run: results of stored tasks
+        # (committed, not acknowledged before a kill, then the group finished)
+        # and results of first copies of resubmitted batches.
+        left = leftover_task_ids(rabbit.url, fake.queue_name(upstream_group))
+        stored_upstream = {r[2] for r in rows}
         return {
             "seed": seed,
             "kills": kills,
@@ -92,6 +98,8 @@ def one_run(rabbit: RabbitNode, n: int, kills: int, seed: int, tmp: Path) -> dic
             "stored_twice": sum(1 for c in stored.values() if c > 1),
             "submitted_upstream": len(fake.accepted),
             "quarantined": quarantined,
+            "left_in_queue_stored": len(left & stored_upstream),
+            "left_in_queue_first_copies": len(left - stored_upstream),
             "seconds": round(seconds, 1),
             "daemon_survived": code == 0 and "Traceback" not in log,
         }

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import pika
 import pytest
 import sqlalchemy as sa
 
@@ -132,3 +133,21 @@ def daemons() -> Iterator[list[DaemonProcess]]:
     for d in started:
         if d.proc is not None and d.proc.poll() is None:
             d.kill()
+
+
+def leftover_task_ids(url: str, queue: str) -> set[str | None]:
+    """The task ids of the messages left in a result queue (read, then returned to it)."""
+    from gateway.upstreams.results import decode
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        ids: set[str | None] = set()
+        while True:
+            method, props, body = channel.basic_get(queue)
+            if method is None:
+                return ids
+            completion, _ = decode(body, None)
+            ids.add(completion.upstream_task_id if completion else None)
+    finally:
+        conn.close()  # unacked: back in the queue
