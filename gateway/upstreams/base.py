@@ -78,10 +78,12 @@ def with_payloads(
     found = payloads(missing) if missing else {}
     out: list[tuple[PendingTask, str]] = []
     for t in tasks:
-        payload = t.payload if t.payload is not None else found.get(t.task_id)
+        payload = t.payload
         if payload is None:
-            continue
-        if t.payload is not None and len(payload) > KEEP_WHILE_RUNNING:
+            payload = found.get(t.task_id)
+            if payload is None:
+                continue
+        elif len(payload) > KEEP_WHILE_RUNNING:
             t = replace(t, payload=None, payload_size=len(payload))
         out.append((t, payload))
     return out
