@@ -303,6 +303,11 @@ class ResultStream:
         with self._lock:
             wanted = set(self._wanted)
             current = dict(self._consumers)
+        for gid in wanted & current.keys():
+            if not current[gid].is_open:  # closed by the broker: its unacked come back
+                with self._lock:
+                    self._consumers.pop(gid, None)
+                del current[gid]
         for gid in wanted - current.keys():
             if self._retry_at.get(gid, 0) <= now:
                 self._consume(gid)
@@ -412,9 +417,16 @@ class ResultStream:
 
         The store's writer has already retried with backoff before failing, so
         this does not spin; a connection lost meanwhile redelivers them anyway.
+        Their tags become unsafe: a later batch's multiple-ack must not cover
+        them (that would ack a result never stored, and acking it again after
+        its commit would make the broker close the channel). This runs before
+        any later batch's acks: the writer fails a batch before it commits the next.
         """
-        if generation == self._generation:
-            self._inbox[:0] = deliveries
+        if generation != self._generation:
+            return
+        for d in deliveries:
+            self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
+        self._inbox[:0] = deliveries
 
     def _ack(self, deliveries: list[Delivery], generation: int) -> None:
         """One multiple-ack per channel, unless a lower tag there is not safe to ack yet."""
