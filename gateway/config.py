@@ -178,14 +178,19 @@ def load(
         if "state_dir" in source:
             settings.state_dir = _coerce("state_dir", source["state_dir"], settings.state_dir)
     path = config_file or settings.state_dir / "config.toml"
-    if config_file is not None and not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    if path.exists():
-        try:
-            file_values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        _apply(settings, file_values, "")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if config_file is not None:
+            raise ConfigError(f"config file {path} does not exist") from None
+        text = ""  # the default file is optional
+    except (OSError, UnicodeDecodeError) as exc:  # e.g. a state dir this user may not enter
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        file_values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    _apply(settings, file_values, "")
     _apply(settings, env_values, "")
     _apply(settings, flag_values, "")
     if settings.local_workers < 1:

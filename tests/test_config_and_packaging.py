@@ -64,6 +64,25 @@ def test_bad_settings_are_refused_by_name(
         load(env={"FXGATE_STATE_DIR": str(tmp_path), **env})
 
 
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_an_unreadable_config_file_is_refused_without_traceback(tmp_path: Path, kind: str) -> None:
+    config = tmp_path / "config.toml"
+    if kind == "directory":
+        config.mkdir()
+    else:
+        config.write_bytes(b"\xff\xfe\x00 not text")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"fxgate: cannot read config file {config}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_serve_refuses_bad_config_with_exit_code_2(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("bogus = 1\n")
     out = subprocess.run(
