@@ -62,6 +62,10 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Each Client or Executor keeps its own connection: grpc otherwise shares one per
+    # target in the process, and a new Client made just after a daemon restart inherits
+    # the reconnect backoff of an older one that failed through the outage.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 # A call that keeps failing says why after this long, then again every REPEAT_WARNING_S.
 FIRST_WARNING_S = 0.5

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
-from client import Client, Executor
+from client import Client, Executor, GatewayUnavailable
 from tests.daemon import DaemonProcess
 
 # The promises that rest on the store, on each database fxgate supports.
@@ -200,3 +202,28 @@ def test_a_daemon_at_its_call_limit_makes_clients_wait_not_fail(tmp_path: Path) 
         second.shutdown()
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_a_new_client_reaches_a_restarted_daemon_at_once(daemon: DaemonProcess) -> None:
+    """A client made after a restart connects afresh, even while an older one in the same
+    process kept failing through the outage and now waits out its reconnect backoff."""
+    stop = threading.Event()
+    with Client(address=daemon.address) as old:
+        assert old.status()["uptime_s"] >= 0
+        assert daemon.stop() == 0
+
+        def keep_failing() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(GatewayUnavailable):
+                    old.status()
+
+        knocker = threading.Thread(target=keep_failing)
+        knocker.start()
+        try:
+            daemon.start()
+            for _ in range(20):  # each fresh client must get through at its first call
+                with Client(address=daemon.address) as new:
+                    assert new.status()["uptime_s"] >= 0
+        finally:
+            stop.set()
+            knocker.join()

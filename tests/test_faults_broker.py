@@ -42,10 +42,8 @@ def globus_daemon(
     d = DaemonProcess(
         tmp_path / "state",
         extra_env={
+            **fake.daemon_env(),
             "FXGATE_DB": db_url or f"sqlite:///{tmp_path / 'state' / 'gateway.db'}",
-            "FXGATE_GLOBUS_BASE_URL": fake.base_url,
-            "FXGATE_GLOBUS_TOKEN": fake.token,
-            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
             # the faults must be ridden out by streaming, not by HTTP polling
             "FXGATE_GLOBUS_BROKER_FALLBACK_S": "600",
         },

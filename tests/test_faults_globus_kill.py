@@ -122,11 +122,7 @@ def test_daemon_killed_at_random_moments_of_a_globus_run_each_result_once(
     points = kill_points(random.Random(seed), N, KILLS)
     daemon = DaemonProcess(
         tmp_path / "state",
-        extra_env={
-            "FXGATE_GLOBUS_BASE_URL": fake_globus.base_url,
-            "FXGATE_GLOBUS_TOKEN": fake_globus.token,
-            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
-        },
+        extra_env=fake_globus.daemon_env(),
     )
     daemons.append(daemon)
     daemon.start()

@@ -33,11 +33,7 @@ def gdaemon(tmp_path: Path, fake_globus: FakeGlobus) -> Iterator[DaemonProcess]:
     """A daemon whose Globus upstream is the fake service."""
     d = DaemonProcess(
         tmp_path / "state",
-        extra_env={
-            "FXGATE_GLOBUS_BASE_URL": fake_globus.base_url,
-            "FXGATE_GLOBUS_TOKEN": fake_globus.token,
-            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
-        },
+        extra_env=fake_globus.daemon_env(),
     )
     d.start()
     yield d

@@ -145,11 +145,7 @@ def test_globus_tasks_queued_at_a_restart_are_sent_from_the_store_each_once(
     count = 10
     d = DaemonProcess(
         tmp_path / "state",
-        extra_env={
-            "FXGATE_GLOBUS_BASE_URL": fake_globus.base_url,
-            "FXGATE_GLOBUS_TOKEN": fake_globus.token,
-            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
-        },
+        extra_env=fake_globus.daemon_env(),
     )
     d.start()
     try:

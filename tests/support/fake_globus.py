@@ -361,6 +361,14 @@ class FakeGlobus:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def daemon_env(self) -> dict[str, str]:
+        """The settings of a daemon whose Globus upstream is this fake, sending batches fast."""
+        return {
+            "FXGATE_GLOBUS_BASE_URL": self.base_url,
+            "FXGATE_GLOBUS_TOKEN": self.token,
+            "FXGATE_GLOBUS_BATCH_INTERVAL_MS": "5",
+        }
+
     def _serve(self) -> None:
         self._server.serve_forever(poll_interval=0.05)  # shutdown() waits one poll at most
 
