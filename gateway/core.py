@@ -261,8 +261,16 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the caller's to report
                 out.set_exception(exc)
                 return
+            functions: dict[str, str] = {}  # one object per distinct function id
             pending = [
-                PendingTask(tid, group.id, endpoint, t.function_id, t.payload, serializers)
+                PendingTask(
+                    tid,
+                    group.id,
+                    endpoint,
+                    functions.setdefault(t.function_id, t.function_id),
+                    t.payload,
+                    serializers,
+                )
                 for tid, t in zip(ids, tasks, strict=True)
             ]
             self.upstreams[upstream].enqueue(pending)

@@ -126,12 +126,14 @@ class NewTask:
     payload: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingTask:
     """What an upstream needs to run a task.
 
     payload None: not held in memory; the upstream reads it from the store
     (Store.payloads) just before it sends the task. payload_size is then its length.
+    Slots, and ids shared between the tasks of a batch, because a queue may hold
+    millions of these.
     """
 
     task_id: str
@@ -215,6 +217,11 @@ def _event(r: Any) -> TaskEvent:
         completed_at=r[8] or 0.0,
         seq=r[9] or 0,
     )
+
+
+def _serializers(stored: str) -> tuple[str, ...]:
+    """The result serializers of a task as stored: one import path per line."""
+    return tuple(s for s in stored.split("\n") if s)
 
 
 def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -814,14 +821,16 @@ class Store:
                 .order_by(TASKS.c.id)
                 .limit(limit)
             ).all()
+            shared: dict[str, str] = {}  # one object per distinct group, endpoint, function
+            serializers: dict[str, tuple[str, ...]] = {}
             return [
                 PendingTask(
                     r[0],
-                    r[1],
-                    r[2],
-                    r[3],
+                    shared.setdefault(r[1], r[1]),
+                    shared.setdefault(r[2], r[2]),
+                    shared.setdefault(r[3], r[3]),
                     None,
-                    tuple(s for s in r[4].split("\n") if s),
+                    serializers.get(r[4]) or serializers.setdefault(r[4], _serializers(r[4])),
                     TaskState(r[5]),
                     r[6],
                     r[7] or 0,
