@@ -34,6 +34,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fxgate \
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY client ./client
+COPY fxgate_contract ./fxgate_contract
 COPY gateway ./gateway
 RUN pip install -c constraints.txt '.[postgresql]' \
     && cd / && rm -rf /src

@@ -11,13 +11,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from client._proto import gateway_pb2 as pb
 from client.connection import Connection
 from client.errors import TaskPending
 from client.futures import ComputeFuture, resolve
-from client.serialize import pack_function, pack_payload
-
-STATE_NAMES = {v: k.removeprefix("TASK_STATE_") for k, v in pb.TaskState.items()}
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract.serialize import pack_function, pack_payload
+from fxgate_contract.states import TaskState
+from fxgate_contract.status import status_document
 
 
 class Batch:
@@ -150,7 +150,7 @@ class Client:
         """The task's value; raises TaskPending if it has not finished, or its exception."""
         event = self._events([task_id])[0]
         if event.state < pb.TASK_STATE_SUCCESS:
-            raise TaskPending(STATE_NAMES[event.state].lower())
+            raise TaskPending(TaskState(event.state).name.lower())
         fut = ComputeFuture(task_id)
         resolve(fut, event)
         return fut.result(timeout=0)
@@ -158,7 +158,7 @@ class Client:
     def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for event in self._events(list(task_ids)):
-            status = STATE_NAMES[event.state].lower()
+            status = TaskState(event.state).name.lower()
             doc: dict[str, Any] = {"pending": event.state < pb.TASK_STATE_SUCCESS, "status": status}
             if not doc["pending"]:
                 fut = ComputeFuture(event.task_id)
@@ -192,7 +192,7 @@ class Client:
             "endpoint_id": response.endpoint_id,
             "upstream_task_group_id": response.upstream_task_group_id or None,
             "tasks": [
-                {"id": t.task_id, "status": STATE_NAMES[t.state].lower()} for t in response.tasks
+                {"id": t.task_id, "status": TaskState(t.state).name.lower()} for t in response.tasks
             ],
         }
 
@@ -213,18 +213,7 @@ class Client:
     def status(self) -> dict[str, Any]:
         """The daemon's health and counts, as plain data."""
         r = self._conn.call(lambda: self._conn.stub.Status(pb.StatusRequest()), what="Status")
-        return {
-            "version": r.version,
-            "uptime_s": r.uptime_s,
-            "task_groups": r.task_groups,
-            "tasks": {STATE_NAMES[c.state]: c.count for c in r.tasks},
-            "upstreams": list(r.upstreams),
-            "quarantined_messages": r.quarantined_messages,
-            "local_endpoint_id": r.local_endpoint_id,
-            "max_payload_bytes": r.max_payload_bytes,
-            "upstream_status": dict(r.upstream_status),
-            "watchers": r.watchers,
-        }
+        return status_document(r)
 
 
 FuncXClient = Client

@@ -5,7 +5,7 @@ script needs no configuration on a machine where `fxgate serve` runs with
 defaults. Calls that may meet a restarting daemon retry with backoff; the
 channel itself is told to reconnect quickly (gRPC's default backoff grows to
 two minutes, far too slow for a daemon restart). A unix socket is checked
-before the channel exists (client/socket_trust.py): a socket someone else
+before the channel exists (fxgate_contract/socket_trust.py): a socket someone else
 could have planted is never sent a byte.
 """
 
@@ -21,21 +21,20 @@ from typing import TypeVar
 
 import grpc
 
-from client._proto import gateway_pb2_grpc as pb_grpc
-from client.address import resolve_address, unix_path
-from client.credentials import tcp_credentials
 from client.errors import (
     FROM_DAEMON,
     DaemonPermissionDenied,
     GatewayUnavailable,
     RequestRefused,
 )
-from client.socket_trust import check_socket, permission_denied
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract.address import resolve_address, unix_path
+from fxgate_contract.channel import open_channel
+from fxgate_contract.socket_trust import check_socket, permission_denied
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_MESSAGE = 64 * 1024 * 1024
 # Codes that mean "the daemon is not there right now": retry, do not fail.
 TRANSIENT = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -56,27 +55,9 @@ def transient(exc: grpc.RpcError) -> bool:
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "Concurrent RPC limit" in details
 
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Each Client or Executor keeps its own connection: grpc otherwise shares one per
-    # target in the process, and a new Client made just after a daemon restart inherits
-    # the reconnect backoff of an older one that failed through the outage.
-    ("grpc.use_local_subchannel_pool", 1),
-]
 # A call that keeps failing says why after this long, then again every REPEAT_WARNING_S.
 FIRST_WARNING_S = 0.5
 REPEAT_WARNING_S = 10.0
-
-
-def open_channel(address: str) -> grpc.Channel:
-    """A plain channel to a unix socket; to a TCP address, TLS with the daemon's token."""
-    if unix_path(address) is not None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(address, tcp_credentials(address), options=CHANNEL_OPTIONS)
 
 
 def _from_daemon(exc: grpc.RpcError) -> bool:

@@ -1,8 +1,7 @@
 """Exceptions raised by the fxgate client library.
 
-They live in one small module with no dependencies so that the client, the daemon and its
-workers can all raise and catch the same classes without importing each other (or any
-globus package). Names mirror ``globus_compute_sdk.errors`` where a counterpart exists, so
+The ones the daemon's side raises too live in fxgate_contract.errors and are the same
+classes here. Names mirror ``globus_compute_sdk.errors`` where a counterpart exists, so
 code written against the SDK reads the same.
 """
 
@@ -12,21 +11,28 @@ import textwrap
 import time
 from typing import Any
 
-# gRPC trailing metadata key by which the daemon marks a refusal of its own, so a client
-# tells "the daemon answered UNAVAILABLE (its database is locked)" from "no daemon answers".
-FROM_DAEMON = "fxgate-refused-by-daemon"
+from fxgate_contract.errors import (
+    FROM_DAEMON,
+    DaemonPermissionDenied,
+    DeserializationError,
+    FxgateError,
+    GatewayUnavailable,
+    SerializationError,
+    UntrustedSocket,
+)
 
-
-class FxgateError(Exception):
-    """Base class of every fxgate error, so callers can catch them all at once."""
-
-
-class SerializationError(FxgateError):
-    """A value could not be turned into (or parsed as) the Globus Compute wire format."""
-
-
-class DeserializationError(SerializationError):
-    """A serialized string could not be turned back into a Python object."""
+__all__ = [
+    "FROM_DAEMON",
+    "DaemonPermissionDenied",
+    "DeserializationError",
+    "FxgateError",
+    "GatewayUnavailable",
+    "RequestRefused",
+    "SerializationError",
+    "TaskExecutionFailed",
+    "TaskPending",
+    "UntrustedSocket",
+]
 
 
 class TaskExecutionFailed(FxgateError):
@@ -66,10 +72,6 @@ class TaskPending(FxgateError):
         return f"Task is pending due to {self.reason}"
 
 
-class GatewayUnavailable(FxgateError):
-    """No fxgate daemon answers at the address (not started, or restarting)."""
-
-
 class RequestRefused(FxgateError):
     """The daemon refused a request; ``code`` is the gRPC status name."""
 
@@ -77,16 +79,3 @@ class RequestRefused(FxgateError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-class UntrustedSocket(FxgateError):
-    """The daemon's socket could have been put there by someone else; nothing was sent to it.
-
-    Whoever answers on the socket decides what the client unpickles, so the
-    client talks only to a socket that it, root or FXGATE_DAEMON_USER owns, in
-    a directory nobody else can write.
-    """
-
-
-class DaemonPermissionDenied(GatewayUnavailable):
-    """A daemon's socket is there but this user may not connect to it."""

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from client._proto import gateway_pb2 as pb
 from client.connection import Connection
 from client.futures import ComputeFuture
-from client.serialize import pack_function, pack_payload
 from client.watcher import GroupWatcher
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract.serialize import pack_function, pack_payload
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import logging
 import threading
 from typing import Any
 
-from client._proto import gateway_pb2 as pb
 from client.errors import DeserializationError, TaskExecutionFailed
-from client.serialize import deserialize
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract.serialize import deserialize
 
 log = logging.getLogger(__name__)
 

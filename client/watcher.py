@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 import grpc
 
-from client._proto import gateway_pb2 as pb
 from client.connection import Connection, refused, transient
 from client.futures import ComputeFuture, resolve
+from fxgate_contract._proto import gateway_pb2 as pb
 
 log = logging.getLogger(__name__)
 

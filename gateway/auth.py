@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from fxgate_contract.credentials import read_token_file
 from gateway.config import Settings
 from gateway.errors import ConfigError
 
@@ -41,6 +42,14 @@ def _read(setting: str, path: str) -> bytes:
         return Path(path).expanduser().read_bytes()
     except OSError as exc:
         raise ConfigError(f"setting {setting!r}: cannot read {path}: {exc.strerror}") from None
+
+
+def _read_token(path: str) -> str:
+    try:
+        return read_token_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"setting 'auth_token_file': cannot read {path}: {reason}") from None
 
 
 def _check_token(token: str, settings: Settings) -> str:
@@ -69,9 +78,7 @@ class TokenSource:
         self._lock = threading.Lock()
         self._checked = time.monotonic()
         self._version = self._file_version()
-        token = settings.auth_token or (
-            _read("auth_token_file", self._path).decode().strip() if self._path else ""
-        )
+        token = settings.auth_token or (_read_token(self._path) if self._path else "")
         self._expected = _bearer(_check_token(token, settings))
 
     def expected(self) -> bytes:
@@ -96,9 +103,9 @@ class TokenSource:
             return
         self._version = version
         try:
-            token = _read("auth_token_file", self._path).decode().strip()
+            token = _read_token(self._path)
             self._expected = _bearer(_check_token(token, self._settings))
-        except (ConfigError, UnicodeDecodeError) as exc:
+        except ConfigError as exc:
             log.error("auth token file unusable (%s); the previous token stays in force", exc)
             return
         log.info("auth token re-read from %s", self._path)

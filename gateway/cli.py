@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client.address import resolve_address, status_socket_path, unix_path
-from client.errors import FxgateError
-from client.socket_trust import check_socket, permission_denied
+from fxgate_contract.address import resolve_address, status_socket_path, unix_path
+from fxgate_contract.errors import FxgateError
+from fxgate_contract.socket_trust import check_socket, permission_denied
 from gateway import __version__
 from gateway.errors import GatewayError
 
@@ -92,10 +92,7 @@ def _read_status(address: str) -> dict[str, Any]:
     """
     path = status_socket_path(address)
     if path is None:
-        from client import Client
-
-        with Client(address=address) as client:
-            return client.status()
+        return _status_over_tcp(address)
     grpc_path = unix_path(address)
     assert grpc_path is not None  # a status socket exists only beside a unix socket
     check_socket(grpc_path)  # the status document is data, but it must not lie either
@@ -108,6 +105,25 @@ def _read_status(address: str) -> dict[str, Any]:
         with conn.makefile("rb") as answer:
             document: dict[str, Any] = json.loads(answer.read())
     return document
+
+
+def _status_over_tcp(address: str) -> dict[str, Any]:
+    """The Status call, over TLS with the client's token (FXGATE_AUTH_TOKEN[_FILE])."""
+    import grpc
+
+    from fxgate_contract._proto import gateway_pb2 as pb
+    from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+    from fxgate_contract.channel import open_channel
+    from fxgate_contract.status import status_document
+
+    with open_channel(address) as channel:
+        try:
+            reply = pb_grpc.GatewayStub(channel).Status(  # type: ignore[no-untyped-call]
+                pb.StatusRequest(), timeout=STATUS_TIMEOUT_S
+            )
+        except grpc.RpcError as exc:
+            raise FxgateError(f"{exc.code().name}: {exc.details()}") from None
+    return status_document(reply)
 
 
 def _status(args: argparse.Namespace) -> int:

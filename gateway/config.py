@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.address import CLIENT_ONLY_ENV, default_state_dir, resolve_address, unix_path
+from fxgate_contract.address import CLIENT_ONLY_ENV, default_state_dir, resolve_address, unix_path
 from gateway.errors import ConfigError
 
 DEFAULT_GLOBUS_BASE_URL = "https://compute.api.globus.org"

@@ -17,14 +17,16 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
 
+from fxgate_contract.errors import SerializationError
+from fxgate_contract.framing import check_packed
+from fxgate_contract.states import TaskState
+from fxgate_contract.strategies import CODE_IDS, DATA_IDS
 from gateway import __version__
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
-from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
 from gateway.upstreams.base import Upstream
 
@@ -33,8 +35,6 @@ log = logging.getLogger(__name__)
 LOCAL_ALIAS = "local"
 REPLAY_PAGE = 2000
 # Strategy identifiers of the Globus Compute serialization format (wire spec 4.1).
-CODE_STRATEGIES = frozenset({"01", "02", "03", "04", "10", "12", "st", "sd"})
-DATA_STRATEGIES = frozenset({"00", "11", "13"})
 # Functions live in their own namespace of uuid5 ids derived from their code.
 FUNCTION_NAMESPACE = uuid.UUID("6f1c1f64-7d1e-4b53-9d7e-3f0b1c2a9e11")
 # A group the daemon names for a submit that names none, derived from its submit_id,
@@ -48,8 +48,6 @@ MAX_ID_CHARS = 64
 # would make the store and the daemon's memory pay for.
 MAX_IDS_PER_CALL = 100_000
 MAX_TASKS_PER_SUBMIT = 100_000
-# The length field of a packed buffer: ASCII digits, at most this many (10 GB).
-MAX_LENGTH_DIGITS = 10
 # result_serializers: import paths of serialization strategies.
 MAX_SERIALIZERS = 16
 SERIALIZER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -83,21 +81,6 @@ class Status:
     max_payload_bytes: int
     upstream_status: dict[str, str]
     watchers: int
-
-    def as_document(self) -> dict[str, Any]:
-        """Plain data in the shape `Client.status()` returns (the status socket's answer)."""
-        return {
-            "version": self.version,
-            "uptime_s": self.uptime_s,
-            "task_groups": self.task_groups,
-            "tasks": {state.name: count for state, count in sorted(self.tasks.items())},
-            "upstreams": self.upstreams,
-            "quarantined_messages": self.quarantined,
-            "local_endpoint_id": self.local_endpoint_id,
-            "max_payload_bytes": self.max_payload_bytes,
-            "upstream_status": self.upstream_status,
-            "watchers": self.watchers,
-        }
 
 
 class Gateway:
@@ -175,7 +158,7 @@ class Gateway:
                 f"function code is {len(code)} bytes, over the limit of "
                 f"{self.settings.max_payload_bytes} bytes"
             )
-        _check_packed(code, 1, "function_code", CODE_STRATEGIES)
+        _check_packed(code, 1, "function_code", CODE_IDS)
         _check_text(code, "function_code")
         digest = hashlib.sha256(code.encode()).hexdigest()
         function_id = str(uuid.uuid5(FUNCTION_NAMESPACE, digest))
@@ -295,7 +278,7 @@ class Gateway:
             self.function(task.function_id)
         except (KeyError, InvalidRequest):
             raise unknown from None
-        _check_packed(task.payload, 2, f"task {index}: payload", DATA_STRATEGIES)
+        _check_packed(task.payload, 2, f"task {index}: payload", DATA_IDS)
         _check_text(task.payload, f"task {index}: payload")
 
     # ------------------------------------------------------------- reads
@@ -422,28 +405,9 @@ def _check_serializers(paths: Sequence[str]) -> None:
             raise InvalidRequest(f"result_serializers: {shown(path)} is not an import path")
 
 
-def _check_packed(text: str, pieces: int, what: str, strategies: frozenset[str]) -> None:
-    """Check the shape of a packed buffer without deserializing anything in it.
-
-    A length is ASCII digits only: str.isdigit() also accepts digits of other
-    scripts ("²", "٣") that int() then refuses, and int() refuses more than
-    4,300 digits.
-    """
-    pos, found = 0, 0
-    while pos < len(text):
-        newline = text.find("\n", pos, pos + MAX_LENGTH_DIGITS + 1)
-        length = text[pos:newline]
-        if newline < 0 or not (length.isascii() and length.isdigit()):
-            raise InvalidRequest(f"{what} is not a packed Globus Compute buffer")
-        start = newline + 1
-        pos = start + int(length)
-        if pos > len(text):
-            raise InvalidRequest(f"{what} is truncated")
-        header = text[start : start + 3]
-        if header[:2] not in strategies or header[2:] != "\n":
-            raise InvalidRequest(
-                f"{what}: item {found} has no known serialization strategy header ({header!r})"
-            )
-        found += 1
-    if found != pieces:
-        raise InvalidRequest(f"{what} holds {found} serialized items; expected {pieces}")
+def _check_packed(text: str, pieces: int, what: str, strategy_ids: frozenset[str]) -> None:
+    """The shape of a packed buffer, checked without deserializing anything in it."""
+    try:
+        check_packed(text, pieces, strategy_ids)
+    except SerializationError as exc:
+        raise InvalidRequest(f"{what} is not a packed Globus Compute buffer: {exc}") from None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from client.serialize import deserialize, serialize_data, serialize_result, unpack_buffers
+from fxgate_contract.serialize import deserialize, serialize_data, serialize_result, unpack_buffers
 
 RESULT_SIZE_LIMIT = 10 * 1024 * 1024  # characters of serialized result, as the endpoint
 USER_ERROR = "RemoteExecutionError"

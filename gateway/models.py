@@ -9,24 +9,7 @@ and the ORM would cost each query its per-execution setup and the daemon
 
 from __future__ import annotations
 
-import enum
-
 from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
-
-
-class TaskState(enum.IntEnum):
-    """The same numbers as fxgate.v1.TaskState in the proto."""
-
-    ACCEPTED = 1
-    SUBMITTED = 2
-    RUNNING = 3
-    SUCCESS = 4
-    FAILED = 5
-    CANCELLED = 6
-
-
-UNFINISHED = (TaskState.ACCEPTED, TaskState.SUBMITTED, TaskState.RUNNING)
-
 
 METADATA = MetaData()
 

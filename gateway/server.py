@@ -22,12 +22,14 @@ from typing import IO, Any, TypeVar
 
 import grpc
 
-from client.address import status_socket_path
+from fxgate_contract.address import status_socket_path
+from fxgate_contract.limits import MAX_MESSAGE
+from fxgate_contract.status import status_document
 from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
-from gateway.service import Servicer, add_to_server
+from gateway.service import Servicer, add_to_server, status_response
 from gateway.state_dir import hold, hold_socket_path, prepare_state_dir
 from gateway.status_socket import StatusSocket
 from gateway.store import Store
@@ -38,7 +40,6 @@ from gateway.upstreams.local import LocalUpstream
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_MESSAGE = 64 * 1024 * 1024
 # Threads for the blocking part of calls (store reads, validation); a watch
 # stream or a submit waiting for its commit holds none of them.
 BLOCKING_THREADS = 8
@@ -163,7 +164,9 @@ class Daemon:
         if path is None:  # TCP: `fxgate status` asks the Status call instead
             return
         try:
-            self.status_socket = StatusSocket(path, lambda: gateway.status().as_document())
+            self.status_socket = StatusSocket(
+                path, lambda: status_document(status_response(gateway.status()))
+            )
         except OSError as exc:  # e.g. a path over the 107 bytes a unix socket allows
             log.warning("not serving the status socket %s (%s): `fxgate status` fails", path, exc)
             return

@@ -24,10 +24,10 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
-from client.errors import FROM_DAEMON
-from gateway.core import Gateway
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract.errors import FROM_DAEMON
+from gateway.core import Gateway, Status
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
 from gateway.loglimit import throttled
 from gateway.store import NewTask, TaskEvent
@@ -318,16 +318,20 @@ class Servicer(pb_grpc.GatewayServicer):
     async def Status(  # noqa: N802
         self, request: pb.StatusRequest, context: Context
     ) -> pb.StatusResponse:
-        s = await self._run(self.gw.status)
-        return pb.StatusResponse(
-            version=s.version,
-            uptime_s=s.uptime_s,
-            task_groups=s.task_groups,
-            tasks=[pb.StateCount(state=int(k), count=v) for k, v in sorted(s.tasks.items())],  # type: ignore[arg-type]
-            upstreams=s.upstreams,
-            quarantined_messages=s.quarantined,
-            local_endpoint_id=s.local_endpoint_id,
-            max_payload_bytes=s.max_payload_bytes,
-            upstream_status=s.upstream_status,
-            watchers=s.watchers,
-        )
+        return status_response(await self._run(self.gw.status))
+
+
+def status_response(s: Status) -> pb.StatusResponse:
+    """The core's status as the Status call answers it (and the status socket, as a document)."""
+    return pb.StatusResponse(
+        version=s.version,
+        uptime_s=s.uptime_s,
+        task_groups=s.task_groups,
+        tasks=[pb.StateCount(state=int(k), count=v) for k, v in sorted(s.tasks.items())],  # type: ignore[arg-type]
+        upstreams=s.upstreams,
+        quarantined_messages=s.quarantined,
+        local_endpoint_id=s.local_endpoint_id,
+        max_payload_bytes=s.max_payload_bytes,
+        upstream_status=s.upstream_status,
+        watchers=s.watchers,
+    )

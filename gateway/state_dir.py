@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 from typing import IO
 
-from client.socket_trust import directory_problem, socket_problem, user_name
+from fxgate_contract.socket_trust import directory_problem, socket_problem, user_name
 from gateway.errors import AlreadyRunning, ConfigError
 
 

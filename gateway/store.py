@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable
 from gateway.loglimit import throttled
 from gateway.models import (
@@ -47,8 +48,6 @@ from gateway.models import (
     QUARANTINE,
     REGISTRATIONS,
     TASKS,
-    UNFINISHED,
-    TaskState,
 )
 
 log = logging.getLogger(__name__)

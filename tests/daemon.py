@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from client.credentials import tcp_credentials
+from fxgate_contract.credentials import tcp_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 

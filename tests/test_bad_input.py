@@ -9,9 +9,9 @@ import grpc
 import pytest
 
 from client import Client, Executor, GatewayUnavailable, RequestRefused, TaskExecutionFailed
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
-from client.serialize import pack_buffers, pack_function, pack_payload
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract.serialize import pack_buffers, pack_function, pack_payload
 from tests.daemon import DaemonProcess
 
 on_both_databases = pytest.mark.parametrize("daemon", ["sqlite", "postgresql"], indirect=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from client import Executor
-from client.serialize import serialize_data
+from fxgate_contract.serialize import serialize_data
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus
 from tests.support.faults import (  # noqa: F401

@@ -18,7 +18,7 @@ from pathlib import Path
 import pika
 
 from client import Executor
-from client.serialize import deserialize, pack_payload, serialize_data
+from fxgate_contract.serialize import deserialize, pack_payload, serialize_data
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus, result_body
 from tests.support.faults import (  # noqa: F401

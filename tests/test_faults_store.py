@@ -16,9 +16,9 @@ import grpc
 import pytest
 
 from client import Client
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
-from client.serialize import deserialize
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract.serialize import deserialize
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus
 from tests.support.faults import (  # noqa: F401

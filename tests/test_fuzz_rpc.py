@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import Executor
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
-from client.serialize import pack_function, pack_payload
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract.serialize import pack_function, pack_payload
 from tests.daemon import DaemonProcess
 
 SERVICE = "/fxgate.v1.Gateway/"

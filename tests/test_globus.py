@@ -208,7 +208,7 @@ def test_daemon_killed_mid_stream_then_every_result_arrives(
 
 
 def _b64(value: object) -> str:
-    from client.serialize import serialize_data
+    from fxgate_contract.serialize import serialize_data
 
     return serialize_data(value)[3:]
 

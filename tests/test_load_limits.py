@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 
 from client import Client
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
 from client.connection import transient
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from tests.daemon import DaemonProcess
 
 BURST = 3000

@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 
 from client import Client, Executor
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store
 from gateway.upstreams.base import PayloadBudget, with_payloads

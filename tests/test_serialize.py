@@ -1,4 +1,4 @@
-"""client.serialize, client.errors and gateway.execution on their own (no globus packages)."""
+"""fxgate_contract.serialize, client.errors and gateway.execution alone (no globus packages)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from client.errors import (
     TaskExecutionFailed,
     TaskPending,
 )
-from client.serialize import (
+from fxgate_contract.serialize import (
     deserialize,
     pack_buffers,
     pack_function,
@@ -389,7 +389,9 @@ def test_execute_unserializable_result() -> None:
     outcome = execute(pack_function(return_generator), pack_payload((), {}))
     assert outcome.error_code == "RemoteExecutionError"
     assert outcome.error_message.startswith("SerializationError: no result serializer")
-    assert outcome.data.startswith("client.errors.SerializationError: no result serializer")
+    assert outcome.data.startswith(
+        "fxgate_contract.errors.SerializationError: no result serializer"
+    )
 
 
 def _bad(message: str) -> tuple[str, str]:

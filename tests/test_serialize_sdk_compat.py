@@ -1,4 +1,4 @@
-"""client.serialize and gateway.execution crossed with the real globus-compute SDK and endpoint.
+"""fxgate_contract.serialize and gateway.execution crossed with the real SDK and endpoint.
 
 Whatever fxgate produces, ``globus_compute_sdk`` (4.19.0) must load, and the other way
 round; task bytes built by fxgate must run through the endpoint's own ``execute_task``.
@@ -37,7 +37,7 @@ from globus_compute_sdk.serialize.utils import pack_buffers as sdk_pack_buffers
 from globus_compute_sdk.serialize.utils import unpack_buffers as sdk_unpack_buffers
 
 from client.errors import TaskExecutionFailed
-from client.serialize import (
+from fxgate_contract.serialize import (
     deserialize,
     pack_buffers,
     pack_function,
@@ -226,7 +226,7 @@ def test_main_function_from_client_loads_in_sdk() -> None:
         """
         import json
         from globus_compute_sdk.serialize import ComputeSerializer
-        from client.serialize import pack_function, pack_payload
+        from fxgate_contract.serialize import pack_function, pack_payload
 
         def poly(x, *, k=1):
             import math

@@ -146,7 +146,9 @@ def test_a_user_without_permission_on_the_socket_is_told_so(
         _, err = script.communicate(timeout=60)
         assert script.returncode == 1
         last = err.strip().splitlines()[-1]
-        assert last.startswith("client.errors.DaemonPermissionDenied: permission denied on"), err
+        assert last.startswith(
+            "fxgate_contract.errors.DaemonPermissionDenied: permission denied on"
+        ), err
         assert str(d.socket) in last or str(d.state_dir) in last
         assert "no fxgate daemon answers" not in err
         assert DaemonPermissionDenied.__name__ in err

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from client import Client, Executor
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
 from client.connection import Connection
 from client.errors import FxgateError, GatewayUnavailable, RequestRefused
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from tests.daemon import ROOT, DaemonProcess
 from tests.support.rabbitmq import free_ports
 

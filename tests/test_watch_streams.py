@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 
 from client import Client, Executor
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from tests.daemon import DaemonProcess
 
 STREAMS = 150

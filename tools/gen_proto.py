@@ -1,7 +1,7 @@
-"""Regenerate the gRPC stubs in client/_proto from proto/ (one command, reproducible).
+"""Regenerate the gRPC stubs in fxgate_contract/_proto from proto/ (one command, reproducible).
 
 grpc_tools emits absolute imports (``from fxgate.v1 import gateway_pb2``); the
-stubs live inside the ``client`` package, so the import is rewritten to a
+stubs live inside the ``fxgate_contract`` package, so the import is rewritten to a
 relative one. Run: ``python tools/gen_proto.py [OUT_DIR]``.
 """
 
@@ -41,4 +41,4 @@ def generate(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "client" / "_proto")
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "fxgate_contract" / "_proto")

@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from fxgate_contract.states import TaskState
 from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
-from gateway.models import TaskState
 from gateway.store import Completion, PendingTask, Store
 from gateway.upstreams.base import (
     FunctionSource,

@@ -49,7 +49,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
-from gateway.models import TaskState
+from fxgate_contract.states import TaskState
 from gateway.store import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,

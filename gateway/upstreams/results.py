@@ -26,8 +26,8 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from fxgate_contract.states import TaskState
 from gateway.loglimit import throttled
-from gateway.models import TaskState
 from gateway.store import Completion
 
 log = logging.getLogger(__name__)

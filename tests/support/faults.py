@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from client import Client
-from client._proto import gateway_pb2 as pb
-from client._proto import gateway_pb2_grpc as pb_grpc
+from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from tests.daemon import DaemonProcess
 
 

@@ -75,7 +75,7 @@ def _readable_copy() -> Path:
     dest = Path(tempfile.mkdtemp(prefix="fxtest-code-"))
     dest.chmod(0o755)
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("client", "gateway"):
+    for name in ("client", "fxgate_contract", "gateway"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     site = Path(sysconfig.get_paths()["purelib"])
     for name in CLIENT_PACKAGES:

@@ -25,7 +25,9 @@ from typing import Any
 import dill
 import dill.source
 
-from client.errors import DeserializationError, SerializationError
+from fxgate_contract.errors import DeserializationError, SerializationError
+from fxgate_contract.framing import pack_buffers, unpack_buffers
+from fxgate_contract.strategies import BY_ID, HEADER_LENGTH
 
 __all__ = [
     "DeserializationError",
@@ -41,44 +43,7 @@ __all__ = [
     "unpack_buffers",
 ]
 
-IDENTIFIER_LENGTH = 3
 DEFAULT_RESULT_SERIALIZERS = ("DillDataBase64", "DillCode")
-
-
-# -- packed buffers ----------------------------------------------------------------------
-
-
-def pack_buffers(items: Sequence[str]) -> str:
-    """Join serialized items as ``<length>\\n<item>``..., the framing every payload uses.
-
-    The length counts code points (Python ``len``), not bytes, exactly as the SDK does.
-    """
-    return "".join(f"{len(item)}\n{item}" for item in items)
-
-
-def unpack_buffers(packed: str) -> list[str]:
-    """Split a :func:`pack_buffers` string back into its items, rejecting malformed input."""
-    items: list[str] = []
-    pos = 0
-    while pos < len(packed):
-        newline = packed.find("\n", pos)
-        if newline < 0:
-            raise SerializationError(f"malformed pack at offset {pos}: no newline after length")
-        digits = packed[pos:newline]
-        if not (digits.isascii() and digits.isdigit()):
-            raise SerializationError(
-                f"malformed pack at offset {pos}: length {digits[:20]!r} is not a decimal number"
-            )
-        start = newline + 1
-        end = start + int(digits)
-        if end > len(packed):
-            raise SerializationError(
-                f"truncated pack: item at offset {pos} declares {int(digits)} characters,"
-                f" only {len(packed) - start} remain"
-            )
-        items.append(packed[start:end])
-        pos = end
-    return items
 
 
 # -- strategy bodies ---------------------------------------------------------------------
@@ -239,29 +204,31 @@ def _load_combo(body: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _Strategy:
+class _Codec:
+    """How one strategy (fxgate_contract.strategies) loads and dumps its body."""
+
     name: str  # the SDK class name, as used in result_serializers import paths
-    identifier: str  # 3 characters, ending in "\n"
+    identifier: str
     for_code: bool
     load: Callable[[str], Any]  # body (after the id) -> object
     dump: Callable[[Any], str]  # object -> body
 
 
-_STRATEGIES = (
-    _Strategy("DillDataBase64", "00\n", False, _load_dill, _dump_dill),
-    _Strategy("DillCode", "01\n", True, _load_dill, _dump_dill),
-    _Strategy("PickleCode", "02\n", True, _load_pickle, _refuse_pickle),
-    _Strategy("DillCodeTextInspect", "03\n", True, _load_pickled_source, _dump_inspect_pickled),
-    _Strategy("DillCodeSource", "04\n", True, _load_pickled_source, _dump_dill_pickled),
-    _Strategy("CombinedCode", "10\n", True, _load_combined, _dump_combined),
-    _Strategy("JSONData", "11\n", False, json.loads, json.dumps),
-    _Strategy("AllCodeStrategies", "12\n", True, _load_combo, _dump_all_code),
-    _Strategy("AllDataStrategies", "13\n", False, _load_combo, _dump_all_data),
-    _Strategy("PureSourceTextInspect", "st\n", True, _load_named_source, _inspect_source),
-    _Strategy("PureSourceDill", "sd\n", True, _load_named_source, _dill_source),
-)
-_BY_ID = {s.identifier: s for s in _STRATEGIES}
-_BY_NAME = {s.name: s for s in _STRATEGIES}
+_CODECS: dict[str, tuple[Callable[[str], Any], Callable[[Any], str]]] = {
+    "00\n": (_load_dill, _dump_dill),
+    "01\n": (_load_dill, _dump_dill),
+    "02\n": (_load_pickle, _refuse_pickle),
+    "03\n": (_load_pickled_source, _dump_inspect_pickled),
+    "04\n": (_load_pickled_source, _dump_dill_pickled),
+    "10\n": (_load_combined, _dump_combined),
+    "11\n": (json.loads, json.dumps),
+    "12\n": (_load_combo, _dump_all_code),
+    "13\n": (_load_combo, _dump_all_data),
+    "st\n": (_load_named_source, _inspect_source),
+    "sd\n": (_load_named_source, _dill_source),
+}
+_BY_ID = {i: _Codec(s.name, i, s.for_code, *_CODECS[i]) for i, s in BY_ID.items()}
+_BY_NAME = {c.name: c for c in _BY_ID.values()}
 
 
 # -- public API --------------------------------------------------------------------------
@@ -294,12 +261,12 @@ def serialize(obj: Any) -> str:
 
 def deserialize(text: str) -> Any:
     """Load any item the SDK or an endpoint may produce, chosen by its 3-character id."""
-    header = text[:IDENTIFIER_LENGTH]
+    header = text[:HEADER_LENGTH]
     strategy = _BY_ID.get(header)
     if strategy is None:
         raise DeserializationError(f"unknown serialization strategy id {header!r}")
     try:
-        return strategy.load(text[IDENTIFIER_LENGTH:])
+        return strategy.load(text[HEADER_LENGTH:])
     except Exception as e:
         reason = str(e) if isinstance(e, SerializationError) else f"{type(e).__name__}: {e}"
         raise DeserializationError(f"{strategy.name} payload could not be loaded: {reason}") from e

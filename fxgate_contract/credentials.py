@@ -14,7 +14,15 @@ from pathlib import Path
 
 import grpc
 
-from client.errors import FxgateError
+from fxgate_contract.errors import FxgateError
+
+
+def read_token_file(path: str) -> str:
+    """The token in a file (surrounding whitespace dropped): the daemon's and a client's rule.
+
+    Raises OSError or UnicodeDecodeError; each side words the error for its own setting.
+    """
+    return Path(path).expanduser().read_bytes().decode().strip()
 
 
 def _read(variable: str, path: str) -> bytes:
@@ -28,7 +36,11 @@ def tcp_credentials(address: str, env: Mapping[str, str] = os.environ) -> grpc.C
     """TLS (trusting FXGATE_TLS_CA_FILE, else the system's roots) plus the bearer token."""
     token = env.get("FXGATE_AUTH_TOKEN", "")
     if not token and env.get("FXGATE_AUTH_TOKEN_FILE"):
-        token = _read("FXGATE_AUTH_TOKEN_FILE", env["FXGATE_AUTH_TOKEN_FILE"]).decode().strip()
+        path = env["FXGATE_AUTH_TOKEN_FILE"]
+        try:
+            token = read_token_file(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FxgateError(f"FXGATE_AUTH_TOKEN_FILE: cannot read {path}: {exc}") from None
     if not token:
         raise FxgateError(
             f"address {address} is TCP: set FXGATE_AUTH_TOKEN or FXGATE_AUTH_TOKEN_FILE to the "

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from client.errors import DaemonPermissionDenied, UntrustedSocket
+from fxgate_contract.errors import DaemonPermissionDenied, UntrustedSocket
 
 DAEMON_USER_ENV = "FXGATE_DAEMON_USER"
 
