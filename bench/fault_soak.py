@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client import Client, Executor  # noqa: E402
-from client.serialize import deserialize  # noqa: E402
+from fxgate_contract.serialize import deserialize  # noqa: E402
 from tests.daemon import DaemonProcess  # noqa: E402
 from tests.support.fake_globus import FakeGlobus  # noqa: E402
 from tests.support.faults import EventTally, leftover_task_ids, stored_tasks  # noqa: E402

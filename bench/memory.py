@@ -38,9 +38,9 @@ import grpc  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client._proto import gateway_pb2 as pb  # noqa: E402
-from client._proto import gateway_pb2_grpc as pb_grpc  # noqa: E402
-from client.serialize import pack_function, pack_payload  # noqa: E402
+from fxgate_contract._proto import gateway_pb2 as pb  # noqa: E402
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc  # noqa: E402
+from fxgate_contract.serialize import pack_function, pack_payload  # noqa: E402
 from tests.daemon import DaemonProcess  # noqa: E402
 
 MB = 1024 * 1024

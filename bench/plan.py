@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.env import BenchEnv, Worker
 from bench.procs import read_json
-from client.serialize import deserialize, serialize_data, unpack_buffers
+from fxgate_contract.serialize import deserialize, serialize_data, unpack_buffers
 from tests.support.fake_globus import AcceptedTask, FakeGlobus
 
 Line = tuple[str, str, str]  # (queue, upstream task id, serialized result)

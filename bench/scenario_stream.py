@@ -27,7 +27,7 @@ from bench.plan import publish
 from bench.procs import cpu_s, read_json
 from bench.report import Outcome, Row, ratio
 from bench.sizes import Scale
-from client.serialize import serialize_data
+from fxgate_contract.serialize import serialize_data
 
 
 def _client(env: BenchEnv, kind: str, n: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.serialize import pack_function, pack_payload, serialize_data
+from fxgate_contract.serialize import pack_function, pack_payload, serialize_data
 from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, Store
 

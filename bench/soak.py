@@ -28,8 +28,8 @@ import grpc  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client import Client, Executor  # noqa: E402
-from client._proto import gateway_pb2 as pb  # noqa: E402
-from client._proto import gateway_pb2_grpc as pb_grpc  # noqa: E402
+from fxgate_contract._proto import gateway_pb2 as pb  # noqa: E402
+from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc  # noqa: E402
 from tests.daemon import DaemonProcess  # noqa: E402
 
 SMALL = 5000  # more than a watch buffer holds: the stalled stream falls behind

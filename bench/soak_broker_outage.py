@@ -24,7 +24,7 @@ import pika
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client import Executor  # noqa: E402
-from client.serialize import serialize_data  # noqa: E402
+from fxgate_contract.serialize import serialize_data  # noqa: E402
 from tests.daemon import DaemonProcess  # noqa: E402
 from tests.support.fake_globus import FakeGlobus, result_body  # noqa: E402
 from tests.support.rabbitmq import RabbitNode  # noqa: E402
