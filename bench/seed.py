@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fxgate_contract.serialize import pack_function, pack_payload, serialize_data
-from gateway.models import TaskState
+from fxgate_contract.states import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, Store
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from fxgate_contract.states import TaskState
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.models import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, Store, TaskEvent
 
 RESULTS = 20_000

@@ -19,7 +19,7 @@ import grpc
 from client import Client, Executor
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
-from gateway.models import TaskState
+from fxgate_contract.states import TaskState
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store
 from gateway.upstreams.base import PayloadBudget, with_payloads
 from tests.daemon import DaemonProcess

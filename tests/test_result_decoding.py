@@ -9,7 +9,7 @@ import pytest
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result, ResultErrorDetails, Task
 
-from gateway.models import TaskState
+from fxgate_contract.states import TaskState
 from gateway.upstreams.results import (
     _SUCCESS_BYTES,
     EXACT_MATCH_BYTES,

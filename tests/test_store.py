@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import GROUPS, TASKS, TaskState
+from fxgate_contract.states import TaskState
+from gateway.models import GROUPS, TASKS
 from gateway.store import Completion, GroupInfo, NewTask, Store
 
 
