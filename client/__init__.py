@@ -14,15 +14,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from client.client import Batch, Client, FuncXClient
     from client.errors import (
+        ComputeError,
         DaemonPermissionDenied,
         DeserializationError,
         FxgateError,
         GatewayUnavailable,
+        MaxResultSizeExceeded,
         RequestRefused,
+        SerdeError,
         SerializationError,
         TaskExecutionFailed,
         TaskPending,
         UntrustedSocket,
+        VersionMismatch,
     )
     from client.executor import Executor, FuncXExecutor
     from client.futures import ComputeFuture, FuncXFuture
@@ -33,7 +37,11 @@ _HOMES = {
     "Batch": "client.client",
     "Client": "client.client",
     "FuncXClient": "client.client",
+    "ComputeError": "client.errors",
     "DaemonPermissionDenied": "client.errors",
+    "MaxResultSizeExceeded": "client.errors",
+    "SerdeError": "client.errors",
+    "VersionMismatch": "client.errors",
     "DeserializationError": "client.errors",
     "FxgateError": "client.errors",
     "GatewayUnavailable": "client.errors",
@@ -52,6 +60,7 @@ _HOMES = {
 __all__ = [
     "Batch",
     "Client",
+    "ComputeError",
     "ComputeFuture",
     "DaemonPermissionDenied",
     "DeserializationError",
@@ -62,11 +71,14 @@ __all__ = [
     "FuncxTaskExecutionFailed",
     "FxgateError",
     "GatewayUnavailable",
+    "MaxResultSizeExceeded",
     "RequestRefused",
+    "SerdeError",
     "SerializationError",
     "TaskExecutionFailed",
     "TaskPending",
     "UntrustedSocket",
+    "VersionMismatch",
 ]
 
 

@@ -7,6 +7,7 @@ code written against the SDK reads the same.
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 from typing import Any
@@ -25,21 +26,47 @@ __all__ = [
     "FROM_DAEMON",
     "DaemonPermissionDenied",
     "DeserializationError",
+    "ComputeError",
     "FxgateError",
     "GatewayUnavailable",
+    "MaxResultSizeExceeded",
     "RequestRefused",
+    "SerdeError",
     "SerializationError",
     "TaskExecutionFailed",
     "TaskPending",
     "UntrustedSocket",
+    "VersionMismatch",
 ]
+
+
+# Appended to a failure's text when it looks like a serialization problem or a lost
+# worker, the two failures whose cause is usually on the submitting side.
+SERIALIZATION_HINT = """
+
+This looks like a serialization problem. Another strategy may help, e.g. source-based
+code serialization when the endpoint runs another Python version:
+
+  from globus_compute_sdk.serialize import ComputeSerializer, DillCodeSource
+  executor.serializer = ComputeSerializer(strategy_code=DillCodeSource())
+"""
+WORKER_LOST_HINT = """*****
+ A lost worker is often a Python version that differs between the submitting
+ process and the endpoint: serialized code rarely loads across major versions.
+*****
+"""
+_SERIALIZATION = re.compile("dill|pickle|serializ", re.IGNORECASE)
+_WORKER_LOST = re.compile(r"\s*parsl\.\S+\.WorkerLost:")
 
 
 class TaskExecutionFailed(FxgateError):
     """The remote function raised, or the worker could not run it.
 
     Mirrors the SDK's class of the same name: ``remote_data`` is the remote traceback
-    text, ``completion_t`` the completion time as a string (now if unknown).
+    text, ``completion_t`` the completion time as a string (now if unknown). A failure
+    whose remote type could be rebuilt is raised as a subclass of both this and that
+    type (futures.remote_exception), so ``except TaskExecutionFailed`` and
+    ``except ValueError`` both catch it.
     """
 
     def __init__(
@@ -58,7 +85,47 @@ class TaskExecutionFailed(FxgateError):
         return (type(self), (self.remote_data, self.completion_t, self.task_details))
 
     def __str__(self) -> str:
-        return "\n" + textwrap.indent(self.remote_data, " ")
+        text = textwrap.indent(self.remote_data, " ")
+        message = "\n" + text
+        lost = _WORKER_LOST.search(text)
+        if lost or _SERIALIZATION.search(text):
+            message += SERIALIZATION_HINT
+        if lost:
+            message += WORKER_LOST_HINT
+        return message
+
+
+class MaxResultSizeExceeded(Exception):
+    """A task's result was larger than the endpoint sends back (the SDK's class and text)."""
+
+    def __init__(self, result_size: int, result_size_limit: int) -> None:
+        super().__init__(result_size, result_size_limit)
+        self.result_size = result_size
+        self.result_size_limit = result_size_limit
+
+    def __str__(self) -> str:
+        return (
+            f"Task result of {self.result_size}B exceeded current "
+            f"limit of {self.result_size_limit}B"
+        )
+
+
+class VersionMismatch(FxgateError):
+    """The SDK's name for a version conflict between the submitting side and an endpoint."""
+
+    def __init__(self, version_message: str) -> None:
+        super().__init__(version_message)
+        self.version_message = version_message
+
+    def __str__(self) -> str:
+        return f"Globus Compute Versioning Issue: {self.version_message}"
+
+
+# The SDK's base classes, under their names: ComputeError is the base of every
+# fxgate error (the SDK's excludes TaskExecutionFailed); SerdeError catches both
+# serialization errors, as the SDK's does.
+ComputeError = FxgateError
+SerdeError = SerializationError
 
 
 class TaskPending(FxgateError):

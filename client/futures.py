@@ -18,10 +18,12 @@ from __future__ import annotations
 import builtins
 import concurrent.futures
 import logging
+import re
 import threading
+import time
 from typing import Any
 
-from client.errors import DeserializationError, TaskExecutionFailed
+from client.errors import DeserializationError, MaxResultSizeExceeded, TaskExecutionFailed
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.serialize import deserialize
 
@@ -68,36 +70,97 @@ FuncXFuture = ComputeFuture
 
 
 def remote_exception(event: pb.TaskEvent) -> BaseException:
-    """The exception a failed task raises in the client.
+    """The exception a failed task raises in the client: a TaskExecutionFailed, and more.
 
-    The remote exception itself when its object was shipped back (the local
-    upstream does), else one rebuilt from the traceback's last line when it
-    names a builtin exception (a Globus Compute endpoint sends only the
-    text), each with the remote traceback attached as its cause; otherwise
-    TaskExecutionFailed carrying the traceback text.
+    ``except TaskExecutionFailed`` (what SDK scripts write) catches every task
+    failure, and ``except ValueError`` catches one whose remote type could be
+    rebuilt: the remote exception itself when its object was shipped back (the
+    local upstream does), else the builtin (or MaxResultSizeExceeded) that the
+    traceback's last line names, since a Globus Compute endpoint sends only the
+    text. Such a failure is an instance of a subclass of both types, with the
+    remote exception's arguments and attributes; its text is the remote
+    traceback, as the SDK's.
     """
-    failure = TaskExecutionFailed(event.data or event.error_message, str(event.completed_at))
-    exc: object = None
+    text = event.data or event.error_message
+    completed = str(event.completed_at) if event.completed_at else None
+    remote: object = None
     if event.exception:
         try:
-            exc = deserialize(event.exception)
+            remote = deserialize(event.exception)
         except Exception:  # noqa: BLE001 - fall back to the traceback text
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = _builtin_from_traceback(event.data)
-    if isinstance(exc, BaseException):
-        exc.__cause__ = failure
-        return exc
+            remote = None
+    if not isinstance(remote, Exception):
+        remote = _known_from_traceback(text)
+    if isinstance(remote, Exception) and not isinstance(remote, TaskExecutionFailed):
+        both = _failure_class(type(remote))
+        if both is not None:
+            return _rebuild(both, remote.args, vars(remote), text, completed)
+    return TaskExecutionFailed(text, completed)
+
+
+# Remote exception type -> its combined class (None: cannot be combined). Filled by
+# whichever thread resolves a future first; two threads racing make equal classes.
+_FAILURE_CLASSES: dict[type[Exception], type[TaskExecutionFailed] | None] = {}
+
+
+def _failure_class(kind: type[Exception]) -> type[TaskExecutionFailed] | None:
+    """A class that is both TaskExecutionFailed and `kind`, named as `kind` (None if impossible)."""
+    if kind in _FAILURE_CLASSES:
+        return _FAILURE_CLASSES[kind]
+    both: type[TaskExecutionFailed] | None
+    try:
+        both = type(
+            kind.__name__,
+            (TaskExecutionFailed, kind),
+            {"__reduce__": _reduce, "remote_type": kind},
+        )
+        both.__module__ = kind.__module__
+        both.__qualname__ = kind.__qualname__
+    except TypeError:  # e.g. a base whose layout cannot be combined
+        both = None
+    return _FAILURE_CLASSES.setdefault(kind, both)
+
+
+def _reduce(self: TaskExecutionFailed) -> tuple[Any, ...]:
+    """Pickle as the remote type plus the failure's fields (the combined class is made anew)."""
+    kind: type[Exception] = getattr(type(self), "remote_type")  # noqa: B009
+    return (_unpickle, (kind, self.args, dict(vars(self))))
+
+
+def _unpickle(kind: type[Exception], args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+    both = _failure_class(kind)
+    assert both is not None  # it was made before, for the same kind
+    return _rebuild(both, args, fields, fields["remote_data"], fields.get("completion_t"))
+
+
+def _rebuild(
+    both: type[TaskExecutionFailed],
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+    text: str,
+    completed: str | None,
+) -> TaskExecutionFailed:
+    """An instance of `both` without running either __init__ (the remote one may need more)."""
+    failure = both.__new__(both, *args)
+    failure.args = args
+    failure.__dict__.update(fields)
+    failure.remote_data = text
+    failure.completion_t = completed or str(time.time())
+    failure.task_details = fields.get("task_details")
     return failure
 
 
-def _builtin_from_traceback(text: str) -> BaseException | None:
+def _known_from_traceback(text: str) -> Exception | None:
     """ValueError("boom") from a traceback ending in "ValueError: boom"."""
     lines = text.strip().splitlines()
     if not lines or not lines[0].startswith("Traceback"):
         return None
     name, _, message = lines[-1].partition(": ")
-    kind = getattr(builtins, name.strip(), None)
+    name = name.strip()
+    if name.rpartition(".")[2] == "MaxResultSizeExceeded":
+        sizes = [int(n) for n in re.findall(r"(\d+)B", message)]
+        return MaxResultSizeExceeded(*sizes[:2]) if len(sizes) >= 2 else None
+    kind = getattr(builtins, name, None)
     if isinstance(kind, type) and issubclass(kind, Exception):
         try:
             return kind(message) if message else kind()

@@ -60,10 +60,30 @@ def test_remote_exception_keeps_type_and_traceback(executor: Executor) -> None:
     fut = executor.submit(collatz_limited, 1234567890)
     with pytest.raises(ValueError, match="Sequence not terminated in 100 steps") as info:
         fut.result(timeout=60)
-    cause = info.value.__cause__
-    assert isinstance(cause, TaskExecutionFailed)
-    assert "collatz_limited" in cause.remote_data
-    assert 'raise ValueError(f"Sequence not terminated' in cause.remote_data
+    failure = info.value
+    assert isinstance(failure, TaskExecutionFailed)
+    assert failure.args == ("Sequence not terminated in 100 steps",)
+    assert "collatz_limited" in failure.remote_data
+    assert 'raise ValueError(f"Sequence not terminated' in failure.remote_data
+
+
+def test_one_failure_is_caught_as_task_execution_failed_and_as_its_type(
+    executor: Executor,
+) -> None:
+    """An SDK script's `except TaskExecutionFailed` and an fxgate script's `except ValueError`."""
+    fut = executor.submit(collatz_limited, 1234567890)
+    try:
+        fut.result(timeout=60)
+    except TaskExecutionFailed as exc:
+        assert "Sequence not terminated in 100 steps" in str(exc)
+    else:
+        pytest.fail("no TaskExecutionFailed")
+    try:
+        fut.result(timeout=60)
+    except ValueError as exc:
+        assert "Traceback" in str(exc)  # the text is the remote traceback, as the SDK's
+    else:
+        pytest.fail("no ValueError")
 
 
 def test_custom_exception_attributes_survive(executor: Executor) -> None:
