@@ -17,7 +17,8 @@ from pathlib import Path
 
 from fxgate_contract.serialize import pack_function, pack_payload, serialize_data
 from fxgate_contract.states import TaskState
-from gateway.store import Completion, GroupInfo, NewTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask
 
 
 def double(x: int) -> int:

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from fxgate_contract.states import TaskState
-from gateway.models import GROUPS, TASKS
-from gateway.store import Completion, GroupInfo, NewTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask
+from gateway.store.tables import GROUPS, TASKS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -111,15 +112,15 @@ def test_concurrent_first_submits_create_the_group_once(store: Store) -> None:
     assert (store.state_counts(), store.group_count()) == truth(store)
 
 
-def test_results_matched_from_memory_agree_with_the_database(store: Store) -> None:
+def test_results_by_upstream_id_agree_with_the_database(store: Store) -> None:
     g = group()
     ids = store.accept(g, [NewTask("f", "p")] * 4, str(uuid.uuid4()), []).result()
     ups = {t: str(uuid.uuid4()) for t in ids}
-    store.mark_submitted(ups, g.id).result()
+    store.mark_submitted(ups).result()
     done = [Completion(TaskState.SUCCESS, "00\nx", upstream_task_id=ups[t]) for t in ids[:2]]
-    events, unknown = store.complete(done + done).result()  # duplicates, from memory
+    events, unknown = store.complete(done + done).result()  # duplicates in one batch
     assert sorted(e.task_id for e in events) == sorted(ids[:2]) and unknown == []
-    again, _ = store.complete(done).result()  # now from the database: already terminal
+    again, _ = store.complete(done).result()  # a later batch: already terminal
     assert again == []
     assert {e.group_id for e in events} == {g.id}
     assert (store.state_counts(), store.group_count()) == truth(store)
@@ -143,7 +144,7 @@ def test_a_group_stays_on_its_upstream(store: Store) -> None:
 
 def test_sqlite_page_cache_is_bounded_per_connection(tmp_path: Path) -> None:
     """Dozens of pooled connections under many watchers must not hold 2 MB of cache each."""
-    from gateway.store import PAGE_CACHE_KB
+    from gateway.store.database import PAGE_CACHE_KB
 
     s = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     s.open()
