@@ -1,4 +1,4 @@
-"""A daemon state with a million finished tasks, written straight through gateway.store.Store.
+"""A daemon state of a million finished tasks, written through gateway.store.database.Store.
 
 Going through gRPC and the fake service would take far longer than the
 measurement it prepares; the Store is the daemon's own writer, so the rows

@@ -82,6 +82,7 @@ class Writer:
         self._counters = counters
         self._max_batch = max_batch
         self._statements = CompiledStatements(engine.dialect)  # store-writer thread only
+        # Any thread puts writes (None: stop); only the store-writer thread takes them.
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         # The last committed completion seq: set by start(), then store-writer thread only.
         self._seq = 0
@@ -99,7 +100,10 @@ class Writer:
             self._thread.join()
 
     def submit(self, op: Callable[[Transaction], T]) -> Future[T]:
-        """Queue a write; its future resolves after the transaction committed."""
+        """Queue a write; its future resolves after the transaction committed.
+
+        Any thread may call this; the future's callbacks run on the store-writer thread.
+        """
         fut: Future[T] = Future()
         self._queue.put((op, fut))
         return fut
