@@ -168,7 +168,7 @@ def run(env: BenchEnv, scale: Scale) -> Outcome:
     if not correct:
         details["errors"] = st["errors"] + cl["errors"]
     notes = [
-        f"seeded {n:,} tasks in {st['groups']} groups through gateway.store.Store in "
+        f"seeded {n:,} tasks in {st['groups']} groups through gateway.store.database.Store in "
         f"{st['seed_s']:.1f} s (database {st['db_mb']:.0f} MB); daemon start on it "
         f"{st['start_s']:.1f} s; daemon RSS is the daemon process alone (its local workers: "
         f"{cl['workers_rss_mb']:.0f} MB more)",

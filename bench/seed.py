@@ -1,4 +1,4 @@
-"""A daemon state with a million finished tasks, written straight through gateway.store.Store.
+"""A daemon state of a million finished tasks, written through gateway.store.database.Store.
 
 Going through gRPC and the fake service would take far longer than the
 measurement it prepares; the Store is the daemon's own writer, so the rows
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from fxgate_contract.serialize import pack_function, pack_payload, serialize_data
 from fxgate_contract.states import TaskState
-from gateway.store import Completion, GroupInfo, NewTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask
 
 
 def double(x: int) -> int:

@@ -27,7 +27,8 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
-from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
 from gateway.upstreams.base import Upstream
 
 log = logging.getLogger(__name__)

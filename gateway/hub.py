@@ -24,7 +24,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 
-from gateway.store import TaskEvent
+from gateway.store.records import TaskEvent
 
 # What one subscription buffers at most before it falls back to the store.
 BUFFER_EVENTS = 4000

@@ -32,7 +32,7 @@ from gateway.errors import AlreadyRunning, ConfigError
 from gateway.service import Servicer, add_to_server, status_response
 from gateway.state_dir import hold, hold_socket_path, prepare_state_dir
 from gateway.status_socket import StatusSocket
-from gateway.store import Store
+from gateway.store.database import Store
 from gateway.store_lease import StoreLease, take_lease
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.local import LocalUpstream

@@ -30,7 +30,7 @@ from fxgate_contract.errors import FROM_DAEMON
 from gateway.core import Gateway, Status
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
 from gateway.loglimit import throttled
-from gateway.store import NewTask, TaskEvent
+from gateway.store.records import NewTask, TaskEvent
 
 log = logging.getLogger(__name__)
 

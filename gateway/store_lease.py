@@ -13,7 +13,7 @@ one refuses to start and names the first (host, pid, state dir).
 - PostgreSQL: a session-level advisory lock on a dedicated connection (the
   server frees it when that session ends, also when the daemon is killed),
   and a one-row table naming the holder.
-  This module reaches SQL only for the lease; the store's data stays in store.py.
+  This module reaches SQL only for the lease; the store's data stays in gateway/store/.
 
 The lease is taken and released on the main thread (Daemon.start / stop); in
 between, only the daemon's lease-keeper thread touches it (`keep`). A

@@ -316,7 +316,8 @@ def test_submit_queue_takes_groups_in_turn_creates_each_once_and_forgets_cancell
     from typing import Any, cast
 
     from gateway.config import GlobusSettings
-    from gateway.store import PendingTask, Store
+    from gateway.store.database import Store
+    from gateway.store.records import PendingTask
     from gateway.upstreams.globus_upstream import GlobusUpstream
 
     web = cast(Any, SimpleNamespace(base_url="https://compute.example"))

@@ -20,7 +20,8 @@ import pytest
 from fxgate_contract.states import TaskState
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.store import Completion, GroupInfo, NewTask, Store, TaskEvent
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask, TaskEvent
 
 RESULTS = 20_000
 MORE = 10_000  # committed while the stream catches up

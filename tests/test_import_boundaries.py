@@ -86,3 +86,9 @@ def test_the_contract_alone_needs_no_dill() -> None:
         if p.stem not in ("__init__", "serialize")
     )
     assert loaded_by(modules, {"dill", "client", "gateway"}) == []
+
+
+def test_the_domain_types_load_no_sqlalchemy() -> None:
+    """The hub and the upstreams' contract name tasks and events without the SQL."""
+    modules = "gateway.hub, gateway.upstreams.base, gateway.store.records"
+    assert loaded_by(modules, {"sqlalchemy"}) == []

@@ -20,7 +20,8 @@ from client import Client, Executor
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from fxgate_contract.states import TaskState
-from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask
 from gateway.upstreams.base import PayloadBudget, with_payloads
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 import pika
 
-from gateway.store import Completion
+from gateway.store.records import Completion
 from gateway.upstreams.results import GATHER_MAX, ResultStream
 from tests.support.fake_globus import result_body
 from tests.support.fixtures import rabbit  # noqa: F401

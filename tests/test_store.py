@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from fxgate_contract.states import TaskState
-from gateway.models import GROUPS, TASKS
-from gateway.store import Completion, GroupInfo, NewTask, Store
+from gateway.errors import StoreUnavailable
+from gateway.store.counters import QUARANTINE_KEY
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask
+from gateway.store.tables import GROUPS, META, TASKS
+from gateway.store.writer import Transaction
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -111,15 +117,15 @@ def test_concurrent_first_submits_create_the_group_once(store: Store) -> None:
     assert (store.state_counts(), store.group_count()) == truth(store)
 
 
-def test_results_matched_from_memory_agree_with_the_database(store: Store) -> None:
+def test_results_by_upstream_id_agree_with_the_database(store: Store) -> None:
     g = group()
     ids = store.accept(g, [NewTask("f", "p")] * 4, str(uuid.uuid4()), []).result()
     ups = {t: str(uuid.uuid4()) for t in ids}
-    store.mark_submitted(ups, g.id).result()
+    store.mark_submitted(ups).result()
     done = [Completion(TaskState.SUCCESS, "00\nx", upstream_task_id=ups[t]) for t in ids[:2]]
-    events, unknown = store.complete(done + done).result()  # duplicates, from memory
+    events, unknown = store.complete(done + done).result()  # duplicates in one batch
     assert sorted(e.task_id for e in events) == sorted(ids[:2]) and unknown == []
-    again, _ = store.complete(done).result()  # now from the database: already terminal
+    again, _ = store.complete(done).result()  # a later batch: already terminal
     assert again == []
     assert {e.group_id for e in events} == {g.id}
     assert (store.state_counts(), store.group_count()) == truth(store)
@@ -143,7 +149,7 @@ def test_a_group_stays_on_its_upstream(store: Store) -> None:
 
 def test_sqlite_page_cache_is_bounded_per_connection(tmp_path: Path) -> None:
     """Dozens of pooled connections under many watchers must not hold 2 MB of cache each."""
-    from gateway.store import PAGE_CACHE_KB
+    from gateway.store.database import PAGE_CACHE_KB
 
     s = Store(f"sqlite:///{tmp_path / 'gateway.db'}")
     s.open()
@@ -152,3 +158,124 @@ def test_sqlite_page_cache_is_bounded_per_connection(tmp_path: Path) -> None:
             assert c.exec_driver_sql("PRAGMA cache_size").scalar() == -PAGE_CACHE_KB
     finally:
         s.close()
+
+
+def hold_writer(store: Store) -> threading.Event:
+    """Keep the writer busy until the returned event is set.
+
+    Whatever is queued meanwhile is committed as one batch, after it.
+    """
+    started, release = threading.Event(), threading.Event()
+
+    def op(tx: Transaction) -> None:
+        started.set()
+        assert release.wait(60)
+
+    store.write(op)
+    assert started.wait(60)
+    return release
+
+
+def test_a_write_that_raises_counts_nothing_and_its_batch_still_commits(store: Store) -> None:
+    ran: list[str | None] = []
+
+    def failing(tx: Transaction) -> None:
+        tx.count(QUARANTINE_KEY, 5)
+        tx.count(TaskState.ACCEPTED, 3)
+        tx.after_commit(lambda: ran.append("the failed write"))
+        raise ValueError("this write fails")
+
+    def seen_by_another_connection() -> None:
+        with store.engine.connect() as c:
+            ran.append(c.execute(select(META.c.value).where(META.c.key == "probe")).scalar())
+
+    def passing(tx: Transaction) -> str:
+        tx.conn.execute(insert(META).values(key="probe", value="committed"))
+        tx.after_commit(seen_by_another_connection)
+        return "ok"
+
+    release = hold_writer(store)
+    quarantined = store.quarantine([("q", "garbled", b"\x00")])
+    bad = store.write(failing)
+    good = store.write(passing)
+    accepted = store.accept(group(), [NewTask("f", "p")] * 2, str(uuid.uuid4()), [])
+    release.set()
+    with pytest.raises(ValueError, match="this write fails"):
+        bad.result()
+    assert quarantined.result() is None and good.result() == "ok"
+    assert len(accepted.result()) == 2
+    assert ran == ["committed"]  # after the commit, and only the write that committed
+    assert store.quarantine_count() == 1
+    assert store.state_counts() == {TaskState.ACCEPTED: 2}
+    assert (store.state_counts(), store.group_count()) == truth(store)
+
+
+def locked_store(tmp_path: Path) -> tuple[Store, sqlite3.Connection]:
+    """A store on SQLite with a short busy timeout, and a second connection to lock it with."""
+    path = tmp_path / "gateway.db"
+    store = Store(f"sqlite:///{path}", busy_timeout_ms=20)
+    store.open()
+    return store, sqlite3.connect(path, timeout=0.02, isolation_level=None)
+
+
+def test_a_batch_retried_after_a_locked_database_counts_once(tmp_path: Path) -> None:
+    store, lock = locked_store(tmp_path)
+    try:
+        g = group()
+        ids = store.accept(g, [NewTask("f", "p")] * 2, str(uuid.uuid4()), []).result()
+        attempts: list[int] = []
+        second, unlocked = threading.Event(), threading.Event()
+
+        def probe(tx: Transaction) -> None:  # first in the batch: sees every attempt
+            attempts.append(len(attempts) + 1)
+            if len(attempts) == 2:
+                second.set()
+                assert unlocked.wait(60)
+            tx.after_commit(lambda: ran.append(len(attempts)))
+
+        ran: list[int] = []
+        release = hold_writer(store)
+        lock.execute("BEGIN IMMEDIATE")  # the first attempt meets a locked database
+        probed = store.write(probe)
+        done = store.complete([Completion(TaskState.SUCCESS, "00\nx", task_id=t) for t in ids])
+        accepted = store.accept(g, [NewTask("f", "p")] * 3, str(uuid.uuid4()), [])
+        quarantined = store.quarantine([("q", "garbled", b"\x00")])
+        release.set()
+        assert second.wait(60)
+        lock.execute("ROLLBACK")
+        unlocked.set()
+        probed.result()
+        events, _ = done.result()
+        assert len(accepted.result()) == 3 and quarantined.result() is None
+        assert attempts == [1, 2] and ran == [2]
+        assert [e.seq for e in events] == [1, 2]  # numbered afresh by the retry
+        assert store.state_counts() == {TaskState.SUCCESS: 2, TaskState.ACCEPTED: 3}
+        assert store.quarantine_count() == 1
+        assert (store.state_counts(), store.group_count()) == truth(store)
+    finally:
+        lock.close()
+        store.close()
+
+
+def test_a_batch_the_database_refuses_changes_no_count(tmp_path: Path) -> None:
+    store, lock = locked_store(tmp_path)
+    try:
+        ran: list[str] = []
+
+        def counted(tx: Transaction) -> None:
+            tx.count(TaskState.ACCEPTED, 7)
+            tx.after_commit(lambda: ran.append("after the commit"))
+            tx.conn.execute(insert(META).values(key="probe", value="never"))
+
+        lock.execute("BEGIN IMMEDIATE")  # held through every attempt
+        with pytest.raises(StoreUnavailable, match="database unavailable"):
+            store.write(counted).result()
+        lock.execute("ROLLBACK")
+        assert ran == [] and store.state_counts() == {}
+        g = group()
+        store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), []).result()  # writes go on
+        assert store.state_counts() == {TaskState.ACCEPTED: 1}
+        assert (store.state_counts(), store.group_count()) == truth(store)
+    finally:
+        lock.close()
+        store.close()

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Protocol
 
-from gateway.store import Completion, PendingTask
+from gateway.store.records import Completion, PendingTask
 
 # Called by an upstream with finished tasks; the future resolves once they are
 # committed (an upstream that must acknowledge results waits for it), to the

@@ -23,7 +23,8 @@ from concurrent.futures import Future
 from fxgate_contract.states import TaskState
 from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
-from gateway.store import Completion, PendingTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,
     PayloadBudget,
@@ -285,7 +286,7 @@ class GlobusUpstream:
                 ignored.extend(t for t, _ in tps)
                 continue
             mapping.update((t.task_id, up) for (t, _), up in zip(tps, ids, strict=True))
-        self.store.mark_submitted(mapping, first.group_id).result()
+        self.store.mark_submitted(mapping).result()
         self.submitted += len(mapping)
         if ignored:
             self._fail(ignored, "the web service did not return a task id for this task")

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 from fxgate_contract.states import TaskState
-from gateway.store import Completion, PendingTask
+from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,
     PayloadBudget,

@@ -28,7 +28,7 @@ import pika.exceptions
 
 from fxgate_contract.states import TaskState
 from gateway.loglimit import throttled
-from gateway.store import Completion
+from gateway.store.records import Completion
 
 log = logging.getLogger(__name__)
 

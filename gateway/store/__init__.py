@@ -1,0 +1,18 @@
+"""The daemon's durable state, one module per job.
+
+- ``records``: the domain types (tasks, completions, events, groups) that the
+  hub and the upstreams share with the store; no SQLAlchemy, so importing them
+  loads no database code.
+- ``tables``: the SQL schema.
+- ``sql``: small SQL helpers (IN-list chunks, executemany of a compiled
+  statement, library errors converted to the daemon's).
+- ``counters``: counts by state, of groups and of quarantined messages, kept in
+  step with commits so ``fxgate status`` costs nothing however large the store.
+- ``writer``: the group-commit engine (one "store-writer" thread) and the
+  ``Transaction`` each write receives.
+- ``writes`` and ``reads``: the operations, in SQL terms.
+- ``database``: ``Store``, the facade the rest of the daemon uses.
+
+This file imports nothing on purpose: ``gateway.store.records`` must load
+without SQLAlchemy.
+"""

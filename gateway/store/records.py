@@ -1,0 +1,89 @@
+"""The domain types the store, the hub and the upstreams exchange.
+
+They live apart from the SQL so that the hub and the upstreams' contract can
+name a task or an event without loading SQLAlchemy. Task states come from
+``fxgate_contract.states``, shared with the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fxgate_contract.states import TaskState
+
+
+@dataclass(slots=True)
+class NewTask:
+    """A task as a client submitted it, before it has an id."""
+
+    function_id: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTask:
+    """What an upstream needs to run a task.
+
+    payload None: not held in memory; the upstream reads it from the store
+    (Store.payloads) just before it sends the task. payload_size is then its length.
+    Slots, and ids shared between the tasks of a batch, because a queue may hold
+    millions of these.
+    """
+
+    task_id: str
+    group_id: str
+    endpoint_id: str
+    function_id: str
+    payload: str | None
+    result_serializers: tuple[str, ...]
+    state: TaskState = TaskState.ACCEPTED
+    upstream_task_id: str | None = None
+    payload_size: int = 0
+
+    def size(self) -> int:
+        """The payload's length, whether or not it is held in memory."""
+        return len(self.payload) if self.payload is not None else self.payload_size
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished task as an upstream reports it, by our id or the upstream's."""
+
+    state: TaskState
+    data: str
+    task_id: str | None = None
+    upstream_task_id: str | None = None
+    error_code: str = ""
+    error_message: str = ""
+    exception: str = ""
+    completed_at: float | None = None
+
+
+@dataclass(slots=True)
+class TaskEvent:
+    """A committed terminal state of one task, as watchers receive it."""
+
+    task_id: str
+    group_id: str
+    state: TaskState
+    data: str
+    error_code: str
+    error_message: str
+    exception: str
+    upstream_task_id: str
+    completed_at: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A task group: which upstream and endpoint its tasks go to.
+
+    upstream_group_id is the id the upstream gave the group at its first
+    submit (Globus only); None until then.
+    """
+
+    id: str
+    upstream: str
+    endpoint_id: str
+    upstream_group_id: str | None
