@@ -28,7 +28,7 @@ from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
 from gateway.store import Completion, GroupInfo, NewTask, PendingTask, Store, TaskEvent
-from gateway.upstreams.base import Upstream
+from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,9 @@ class Gateway:
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
+        ports = UpstreamPorts(self.complete, self.function, self.store.payloads, self.store)
         for name, upstream in self.upstreams.items():
-            upstream.start(self.complete, self.function, self.store.payloads)
+            upstream.start(ports)
             resumed = 0
             after = ""
             while page := self.store.unfinished(name, after_id=after):
