@@ -6,8 +6,9 @@ delivers results as the real messagepack `Result` bytes (§3) into the per
 task-group queue `queue_prefix + task_group_id` (§2.1) on a real broker.
 Tasks run in-process through globus-compute-endpoint's own `execute_task`
 (mode "execute"), or are only recorded so a test publishes results itself
-(mode "manual"). Faults: service down (503), next n requests refused
-(429 + Retry-After), and counters that let a test assert "submitted exactly
+(mode "manual"; run_waiting() runs them later). Faults: service down (503),
+next n requests refused (429 + Retry-After), submits held unanswered
+(hold_submits / release_submits), and counters that let a test assert "submitted exactly
 once". Run standalone with `python -m tests.support.fake_globus --amqp-url URL`.
 """
 
