@@ -29,7 +29,7 @@ from gateway.hub import Hub
 from gateway.loglimit import throttled
 from gateway.store.database import Store
 from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
-from gateway.upstreams.base import Upstream
+from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ class Gateway:
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
+        ports = UpstreamPorts(self.complete, self.function, self.store.payloads, self.store)
         for name, upstream in self.upstreams.items():
-            upstream.start(self.complete, self.function, self.store.payloads)
+            upstream.start(ports)
             resumed = 0
             after = ""
             while page := self.store.unfinished(name, after_id=after):

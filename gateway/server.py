@@ -57,9 +57,13 @@ def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
     local = LocalUpstream(settings.local_workers, settings.worker_env)
     upstreams: dict[str, Upstream] = {"local": local}
     if settings.globus.configured:
-        from gateway.upstreams.globus_upstream import GlobusUpstream
+        from gateway.upstreams.globus.results import ResultStream
+        from gateway.upstreams.globus.upstream import GlobusUpstream
+        from gateway.upstreams.globus.web import WebService
 
-        upstreams["globus"] = GlobusUpstream(settings.globus, store)
+        web = WebService(settings.globus)
+        results = ResultStream(web.amqp_url, prefetch=settings.globus.prefetch)
+        upstreams["globus"] = GlobusUpstream(settings.globus, web, results)
     return upstreams
 
 

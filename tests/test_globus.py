@@ -9,11 +9,13 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
 
 from client import Client, Executor, TaskExecutionFailed
+from gateway.store.records import PendingTask
 from tests.daemon import DaemonProcess
 from tests.support.fake_globus import FakeGlobus, result_body
 from tests.support.fixtures import fake_globus, rabbit  # noqa: F401
@@ -311,47 +313,108 @@ def test_token_from_a_file_or_the_client_credentials_grant(
         assert "grant_type=client_credentials" in form
 
 
-def test_submit_queue_takes_groups_in_turn_creates_each_once_and_forgets_cancelled() -> None:
-    from types import SimpleNamespace
-    from typing import Any, cast
+class _NoBroker:
+    """A ResultSource that receives nothing: this test looks at submits only."""
 
+    down_since: float | None = None
+    received = 0
+
+    def __init__(self) -> None:
+        self.groups: set[str] = set()
+
+    def start(self, deliver: Any, quarantine: Any, submits_in_flight: Any) -> None:
+        pass
+
+    def watch(self, upstream_group_id: str) -> None:
+        self.groups.add(upstream_group_id)
+
+    def unwatch(self, upstream_group_id: str) -> None:
+        self.groups.discard(upstream_group_id)
+
+    def watched(self) -> set[str]:
+        return set(self.groups)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_submit_queue_takes_groups_in_turn_creates_each_once_and_forgets_cancelled(
+    tmp_path: Path,
+    fake_globus: FakeGlobus,  # noqa: F811
+) -> None:
+    """Seen from outside: what reaches the service, and what cancel can still withdraw."""
     from gateway.config import GlobusSettings
     from gateway.store.database import Store
-    from gateway.store.records import PendingTask
-    from gateway.upstreams.globus_upstream import GlobusUpstream
+    from gateway.upstreams.globus.upstream import SUBMIT_THREADS, GlobusUpstream
+    from gateway.upstreams.globus.web import WebService
+    from tests.upstream_contract import Harness
 
-    web = cast(Any, SimpleNamespace(base_url="https://compute.example"))
-    up = GlobusUpstream(GlobusSettings(batch_size=2, batch_interval_ms=0), cast(Store, None), web)
-    up._running = True  # the queue alone: no threads, no network
+    fake = fake_globus
+    fake.set_mode("manual")  # nothing runs: only submits are looked at
+    settings = GlobusSettings(
+        base_url=fake.base_url, token=fake.token, batch_size=2, batch_interval_ms=0, http_attempts=1
+    )
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.open()
+    h = Harness(store, fake.endpoint_id)
+    h.upstream = "globus"
+    broker = _NoBroker()
+    up = GlobusUpstream(settings, WebService(settings), broker)
+    up.start(h.ports)
 
-    def task(group: str, n: int) -> PendingTask:
-        return PendingTask(f"{group}-{n}", group, "ep", "fn", "payload", ("00",))
+    def group_tasks(xs: range) -> list[PendingTask]:
+        h.group_id = str(uuid.uuid4())
+        return h.tasks(double, *[(x,) for x in xs])
 
-    def take() -> list[str]:
-        return [t.task_id for t in up._take()]
+    payload_of: dict[str | None, int] = {}  # payload -> x
 
-    up.enqueue([task("g1", n) for n in range(7)] + [task("g2", n) for n in range(3)])
-    up.enqueue([task("g1", 7)])
-    assert up.cancel(["g1-1", "g2-0", "unknown"]) == {"g1-1", "g2-0"}
+    def accepted_xs() -> list[list[int]]:
+        """x of each accepted task, by upstream group, in the order accepted."""
+        by_group: dict[str, list[int]] = {}
+        for a in fake.accepted:
+            by_group.setdefault(a.task_group_id, []).append(payload_of[a.payload])
+        return list(by_group.values())
 
-    first = up._take()
-    assert [t.task_id for t in first] == ["g1-0", "g1-2"]  # oldest group, in order
-    # g1's first batch creates its upstream group: none of g1 goes out beside it
-    assert take() == ["g2-1", "g2-2"]
-    with up._cond:
-        up._creating.clear()  # as after a failed first submit: g1 still has no upstream id
-        up._requeue(first, front=True)  # a retried batch goes back before the rest
-    assert take() == ["g1-0", "g1-2"]
-    with up._cond:
-        up._creating.clear()
-        up._group_ids["g1"] = "upstream-g1"  # as after a first submit that succeeded
-    # g1 known upstream: its batches go out side by side
-    assert take() == ["g1-3", "g1-4"]
-    assert take() == ["g1-5", "g1-6"]
-    assert take() == ["g1-7"]
-    assert up._queued == 0 and not up._queues
-    up._group_ids["g2"] = "upstream-g2"
-    up.enqueue([task("g1", n) for n in range(10, 14)] + [task("g2", n) for n in range(10, 14)])
-    # groups take turns: one big group does not hold every submitter
-    assert [take()[0][:2] for _ in range(4)] == ["g1", "g2", "g1", "g2"]
-    assert up._queued == 0 and not up._queues
+    try:
+        g1 = group_tasks(range(0, 7))
+        g2 = group_tasks(range(100, 103))
+        xs = [*range(7), *range(100, 103)]
+        payload_of.update((t.payload, x) for t, x in zip(g1 + g2, xs, strict=True))
+        # The first request (registering the function) is refused: the batch is tried
+        # again, before the rest of its group.
+        fake.fail_next(1, status=429, retry_after=0)
+        fake.hold_submits()
+        up.enqueue(g1)
+        assert fake.wait_for(lambda: fake.submits_held == 1)
+        # g1's first batch is at the service: the rest of g1 waits for its group to
+        # exist there; only what waits can be withdrawn.
+        assert up.cancel([g1[0].task_id, g1[3].task_id, str(uuid.uuid4())]) == {g1[3].task_id}
+        up.enqueue(g2)  # another new group: its first batch goes out beside g1's
+        assert fake.wait_for(lambda: fake.submits_held == 2)
+        fake.release_submits()
+        fake.wait_for_tasks(9)
+        assert fake.faults_injected == 1
+        first, second = sorted(accepted_xs())  # one upstream group for each of ours
+        assert first[:2] == [0, 1]  # the retried batch went first, and alone
+        assert sorted(first) == [0, 1, 2, 4, 5, 6] and sorted(second) == [100, 101, 102]
+
+        # Both groups exist upstream: their batches go side by side, groups in turn.
+        fake.hold_submits()
+        h.group_id = g1[0].group_id
+        g1_more = h.tasks(double, *[(x,) for x in range(10, 18)])
+        h.group_id = g2[0].group_id
+        g2_more = h.tasks(double, (110,), (111,))
+        up.enqueue(g1_more + g2_more)
+        assert fake.wait_for(lambda: fake.submits_held == SUBMIT_THREADS)
+        # Taken in turn: g1, g2, g1, g1; what still waits is g1's last batch.
+        everything = [t.task_id for t in g1_more + g2_more]
+        assert up.cancel(everything) == {g1_more[6].task_id, g1_more[7].task_id}
+        fake.release_submits()
+        fake.wait_for_tasks(9 + 8)
+    finally:
+        fake.release_submits()
+        up.stop()
+        store.close()
+    assert len(fake.accepted) == 9 + 8
+    assert_each_task_submitted_once(fake)
+    assert len(broker.watched()) == 2

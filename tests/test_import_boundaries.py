@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DAEMON_MODULES = (
-    "gateway.cli, gateway.server, gateway.upstreams.local, gateway.upstreams.globus_upstream"
+    "gateway.cli, gateway.server, gateway.upstreams.local, gateway.upstreams.globus.upstream, "
+    "gateway.upstreams.globus.results"
 )
 
 

@@ -10,7 +10,7 @@ from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result, ResultErrorDetails, Task
 
 from fxgate_contract.states import TaskState
-from gateway.upstreams.results import (
+from gateway.upstreams.globus.results import (
     _SUCCESS_BYTES,
     EXACT_MATCH_BYTES,
     MAX_MESSAGE_BYTES,

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 import pika
 
 from gateway.store.records import Completion
-from gateway.upstreams.results import GATHER_MAX, ResultStream
+from gateway.upstreams.globus.results import GATHER_MAX, ResultStream
 from tests.support.fake_globus import result_body
 from tests.support.fixtures import rabbit  # noqa: F401
 from tests.support.rabbitmq import RabbitNode
@@ -57,11 +57,9 @@ def test_the_broker_keeps_sending_while_a_batch_commits(rabbit: RabbitNode) -> N
         batches.append(len(completions))
         return Future()
 
-    stream = ResultStream(
-        lambda: (rabbit.url, PREFIX), commit_that_never_ends, lambda rows: Future()
-    )
+    stream = ResultStream(lambda: (rabbit.url, PREFIX))
     stream.watch(group)
-    stream.start()
+    stream.start(commit_that_never_ends, lambda rows: Future())
     try:
         deadline = time.monotonic() + 60
         while stream.received < sent:  # with a window of one commit this stops at GATHER_MAX

@@ -3,6 +3,9 @@
 An upstream takes durable tasks and eventually reports each one finished
 through the sink it was started with. It may run a task more than once
 (after a daemon crash); the store keeps the first result of a task only.
+What an upstream may use is all in UpstreamPorts, the store included only
+through the few methods UpstreamStore names; tests/upstream_contract.py is
+the one test suite every upstream passes.
 
 Queued tasks do not all keep their payloads in memory: a queue of 70 tasks
 of 8.8 MB held 829 MB. An upstream keeps payloads only within a byte budget
@@ -15,20 +18,85 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gateway.store.records import Completion, PendingTask
+from gateway.store.records import Completion, GroupInfo, PendingTask
 
-# Called by an upstream with finished tasks; the future resolves once they are
-# committed (an upstream that must acknowledge results waits for it), to the
-# completions that named no stored task.
+# Called by an upstream, on any of its own threads, with finished tasks. The
+# future resolves once they are committed, to the completions that named no
+# stored task; it resolves on the store's writer thread, so its callbacks run
+# there: they must be short and never wait on the store. An upstream that must
+# acknowledge results waits for it (on its own thread, never on the writer's).
 ResultSink = Callable[[Sequence[Completion]], Future[list[Completion]]]
-# Called by an upstream to look up function code by id: (name, code).
+# Called by an upstream, on its own threads, to look up function code by id:
+# (name, code); KeyError if unknown. Blocks on a store read the first time.
 FunctionSource = Callable[[str], tuple[str, str]]
-# Called by an upstream with task ids: their stored payloads (task id -> payload),
-# for the tasks that still have one (a finished task's payload is gone).
+# Called by an upstream, on its own threads, with task ids: their stored payloads
+# (task id -> payload), for the tasks that still have one (a finished task's
+# payload is gone). A blocking store read on the caller's thread.
 PayloadSource = Callable[[Sequence[str]], dict[str, str]]
+# Keeps unusable broker messages: (source, reason, body) rows. Called on the
+# thread that received them; the future resolves on the store's writer thread.
+QuarantineFn = Callable[[Sequence[tuple[str, str, bytes]]], Future[None]]
+
+
+class UpstreamStore(Protocol):
+    """The store methods an upstream may call, and no others (gateway.store.Store has them).
+
+    Writes return futures that resolve on the store's writer thread once
+    committed (their callbacks run there); reads block the calling thread.
+    Any upstream thread may call any of them.
+    """
+
+    def quarantine(self, rows: Sequence[tuple[str, str, bytes]]) -> Future[None]:
+        """Keep unusable broker messages: (source queue, reason, raw body)."""
+        ...
+
+    def groups_with_upstream_ids(self, upstream: str) -> list[GroupInfo]:
+        """Groups of one upstream that have unfinished tasks (to resume consuming)."""
+        ...
+
+    def registration(self, function_id: str, upstream_key: str) -> str | None:
+        """The upstream's id of a function registered there before, if any."""
+        ...
+
+    def save_registration(
+        self, function_id: str, upstream_key: str, upstream_id: str
+    ) -> Future[None]:
+        """Remember the upstream's id of a function."""
+        ...
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        """One task group, with its upstream group id once it has one."""
+        ...
+
+    def set_upstream_group(self, group_id: str, upstream_group_id: str) -> Future[None]:
+        """Record the upstream's id of a task group."""
+        ...
+
+    def mark_submitted(self, upstream_ids: dict[str, str]) -> Future[None]:
+        """Record the upstream's task ids (task id -> upstream task id)."""
+        ...
+
+    def unfinished(self, upstream: str, after_id: str = "", limit: int = 5000) -> list[PendingTask]:
+        """Unfinished tasks of one upstream's groups, in pages by task id, without payloads."""
+        ...
+
+
+@dataclass(frozen=True)
+class UpstreamPorts:
+    """Everything an upstream is given to work with; Gateway.start builds it.
+
+    A test builds one around a real store and its own sink: an upstream that
+    reaches nothing else can be tested alone.
+    """
+
+    sink: ResultSink
+    functions: FunctionSource
+    payloads: PayloadSource
+    store: UpstreamStore
+
 
 # Bytes of payloads one upstream's queue keeps in memory, at most: about
 # 160,000 tasks of 200 bytes, or three of the largest (10 MB).
@@ -90,24 +158,66 @@ def with_payloads(
 
 
 class Upstream(Protocol):
-    """Where tasks run."""
+    """Where tasks run.
+
+    start, enqueue, cancel, stop and describe are called on the daemon's
+    threads (the gRPC call threads, the store's writer thread for enqueue
+    after a commit, the main thread at start and stop); an upstream does its
+    own work on threads it owns and ends them all in stop.
+    """
 
     name: str
 
-    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
-        """Begin work; finished tasks go to sink; payloads not queued come from `payloads`."""
+    def start(self, ports: UpstreamPorts) -> None:
+        """Begin work; finished tasks go to ports.sink; payloads not queued come from
+        ports.payloads. Unfinished tasks are handed over after it by enqueue."""
 
     def enqueue(self, tasks: Sequence[PendingTask]) -> None:
         """Take tasks that are committed in the store (new, or unfinished at restart).
 
         A task's payload may be None: it is read from `payloads` when the task is sent.
+        Must not block: it may run on the store's writer thread.
         """
 
     def cancel(self, task_ids: Sequence[str]) -> set[str]:
-        """Withdraw tasks that have not started; returns the ids withdrawn."""
+        """Withdraw tasks that have not started; returns exactly the ids withdrawn."""
 
     def stop(self) -> None:
-        """Stop taking work and release processes and connections."""
+        """Stop taking work and release threads, processes and connections."""
 
     def describe(self) -> str:
         """One line on its health, for `fxgate status`."""
+
+
+class ResultSource(Protocol):
+    """A stream of result messages from a broker, one queue per upstream task group.
+
+    Injected into an upstream (the Globus one: globus/results.py's ResultStream),
+    so that a test may hand it a real broker's stream or a stub.
+    """
+
+    down_since: float | None  # monotonic time the broker became unreachable; None: connected
+    received: int  # result messages received so far
+
+    def start(
+        self,
+        deliver: ResultSink,
+        quarantine: QuarantineFn,
+        submits_in_flight: Callable[[], bool],
+    ) -> None:
+        """Begin consuming. `deliver` commits results and `quarantine` keeps unusable
+        messages (both called on the stream's thread; a message is acknowledged once
+        what it carried is committed); `submits_in_flight` says whether a result for
+        an unknown task may yet become known (called on the stream's thread)."""
+
+    def watch(self, upstream_group_id: str) -> None:
+        """Consume this group's queue (idempotent; survives reconnects). Any thread."""
+
+    def unwatch(self, upstream_group_id: str) -> None:
+        """Stop consuming this group's queue. Any thread."""
+
+    def watched(self) -> set[str]:
+        """The groups whose queues are consumed. Any thread."""
+
+    def stop(self) -> None:
+        """End the stream's thread and close its connection (also if never started)."""

@@ -56,6 +56,7 @@ from gateway.upstreams.base import (
     PayloadBudget,
     PayloadSource,
     ResultSink,
+    UpstreamPorts,
     with_payloads,
 )
 from gateway.upstreams.local_worker import HEADER, Job, encode
@@ -154,10 +155,11 @@ class LocalUpstream:
         self._chunk = bytearray(READ_CHUNK)
 
     # ----------------------------------------------------------- contract
-    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
-        self._sink = sink
-        self._functions = functions
-        self._payloads = payloads
+    def start(self, ports: UpstreamPorts) -> None:
+        # The local upstream needs no store methods: only the sink and the two sources.
+        self._sink = ports.sink
+        self._functions = ports.functions
+        self._payloads = ports.payloads
         self._running = True
         self._thread.start()
 

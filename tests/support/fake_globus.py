@@ -6,8 +6,9 @@ delivers results as the real messagepack `Result` bytes (§3) into the per
 task-group queue `queue_prefix + task_group_id` (§2.1) on a real broker.
 Tasks run in-process through globus-compute-endpoint's own `execute_task`
 (mode "execute"), or are only recorded so a test publishes results itself
-(mode "manual"). Faults: service down (503), next n requests refused
-(429 + Retry-After), and counters that let a test assert "submitted exactly
+(mode "manual"; run_waiting() runs them later). Faults: service down (503),
+next n requests refused (429 + Retry-After), submits held unanswered
+(hold_submits / release_submits), and counters that let a test assert "submitted exactly
 once". Run standalone with `python -m tests.support.fake_globus --amqp-url URL`.
 """
 
@@ -332,6 +333,8 @@ class FakeGlobus:
         self._fail_n = 0
         self._fail_status = 429
         self._fail_retry_after: int | None = 1
+        self._holding = False  # hold_submits(): submits wait until release_submits()
+        self.submits_held = 0  # submit requests waiting in hold_submits() now
         self.requests_received = 0
         self.requests_by_route: Counter[str] = Counter()
         self.submits_received = 0
@@ -386,6 +389,7 @@ class FakeGlobus:
             self._server.server_close()
             return
         self._started = False
+        self.release_submits()
         self._server.shutdown()
         self._server.server_close()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -408,6 +412,25 @@ class FakeGlobus:
         """Answer the next n API requests with `status` and a Retry-After header."""
         with self._cond:
             self._fail_n, self._fail_status, self._fail_retry_after = n, status, retry_after
+
+    def hold_submits(self) -> None:
+        """Keep every submit request waiting, unanswered, until release_submits()."""
+        with self._cond:
+            self._holding = True
+
+    def release_submits(self) -> None:
+        """Let held submit requests (and later ones) through."""
+        with self._cond:
+            self._holding = False
+            self._cond.notify_all()
+
+    def run_waiting(self) -> None:
+        """Switch to mode "execute" and run every task that is still waiting for the endpoint."""
+        self.mode = "execute"
+        with self._cond:
+            waiting = [r for r in self._tasks.values() if r.status == "waiting-for-ep"]
+        for rec in waiting:
+            self._pool.submit(self._execute, rec)
 
     def set_mode(self, mode: Mode) -> None:
         """Switch mode: "execute" runs tasks and publishes results, "manual" only records."""
@@ -606,6 +629,10 @@ class FakeGlobus:
         tasks = _validate_tasks(body.get("tasks"))
         serializers = _validate_serializers(body.get("result_serializers"))
         with self._cond:
+            self.submits_held += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._holding)
+            self.submits_held -= 1
             if ep not in self._endpoints:
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"endpoint {ep} not found")
             for fn_id in tasks:

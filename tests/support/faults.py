@@ -137,7 +137,7 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 
 def leftover_task_ids(url: str, queue: str) -> set[str | None]:
     """The task ids of the messages left in a result queue (read, then returned to it)."""
-    from gateway.upstreams.results import decode
+    from gateway.upstreams.globus.results import decode
 
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:

@@ -44,8 +44,9 @@ class SubmitResult:
     tasks: dict[str, list[str]]  # function id -> task ids, in the order submitted
 
 
-class TokenSource:
-    """A bearer token: given, read from a file, or got with the client-credentials grant."""
+class GlobusAccessToken:
+    """The Globus access token the web service wants: given, read from a file, or got
+    with the client-credentials grant (not the daemon's own gRPC token: gateway/auth.py)."""
 
     def __init__(self, settings: GlobusSettings, session: requests.Session) -> None:
         self._s = settings
@@ -132,13 +133,17 @@ class WebService:
         self.base_url = settings.base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"fxgate/{__version__}"
-        self.tokens = TokenSource(settings, self.session)
+        self.tokens = GlobusAccessToken(settings, self.session)
         self._retrying = retry(
             retry=retry_if_exception(_is_retryable),
             wait=_wait,
             stop=stop_after_attempt(settings.http_attempts),
             reraise=True,
         )
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections (the upstream's stop)."""
+        self.session.close()
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         return self._retrying(self._once)(method, path, body)

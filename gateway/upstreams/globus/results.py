@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,7 @@ import pika.exceptions
 from fxgate_contract.states import TaskState
 from gateway.loglimit import throttled
 from gateway.store.records import Completion
+from gateway.upstreams.base import QuarantineFn, ResultSink
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ _SUCCESS_BYTES = re.compile(
 # Past this size the regex loses to the JSON parser (escapes are matched one by one).
 EXACT_MATCH_BYTES = 64 * 1024
 
+# What the broker lists as this connection's name.
+CONNECTION_NAME = "fxgate results"
 # A result message larger than this is kept in quarantine, not stored as a result.
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 # Gathering for one commit stops once this many messages wait (the last socket
@@ -68,12 +71,6 @@ class Delivery:
     completion: Completion | None = None
     problem: str = ""
     retries: int = 0
-
-
-# Commits completions; resolves to the completions that named no known task.
-CompleteFn = Callable[[Sequence[Completion]], Future[list[Completion]]]
-# Keeps unusable messages: (source, reason, body) rows.
-QuarantineFn = Callable[[Sequence[tuple[str, str, bytes]]], Future[None]]
 
 
 def decode(body: bytes, timestamp: float | None) -> tuple[Completion | None, str]:
@@ -170,17 +167,17 @@ class ResultStream:
     def __init__(
         self,
         connect_info: Callable[[], tuple[str, str]],
-        complete: CompleteFn,
-        quarantine: QuarantineFn,
         *,
         prefetch: int = 4 * GATHER_MAX,
-        submits_in_flight: Callable[[], bool] = lambda: False,
     ) -> None:
         self._connect_info = connect_info
-        self._complete = complete
-        self._quarantine = quarantine
         self._prefetch = prefetch
-        self._submits_in_flight = submits_in_flight
+        # Given at start; called on the amqp-results thread only.
+        self._complete: ResultSink | None = None
+        self._quarantine: QuarantineFn | None = None
+        self._submits_in_flight: Callable[[], bool] = lambda: False
+        # _wanted and _consumers are shared with the callers of watch/unwatch/watched
+        # under _lock; the rest below belongs to the amqp-results thread.
         self._lock = threading.Lock()
         self._wanted: set[str] = set()
         self._consumers: dict[str, Any] = {}  # group id -> channel
@@ -194,18 +191,33 @@ class ResultStream:
         self._generation = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
+        # Written by the amqp-results thread; read by any (describe, the poll fallback).
         self.down_since: float | None = time.monotonic()
         self.received = 0
         self.quarantined = 0
         self._thread = threading.Thread(target=self._run, name="amqp-results", daemon=True)
 
     # ------------------------------------------------------------ control
-    def start(self) -> None:
+    def start(
+        self,
+        deliver: ResultSink,
+        quarantine: QuarantineFn,
+        submits_in_flight: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Begin consuming: results go to `deliver`, unusable messages to `quarantine`.
+
+        Both are called on the amqp-results thread; a message is acknowledged
+        once the future they return resolved (on the store's writer thread).
+        """
+        self._complete, self._quarantine = deliver, quarantine
+        self._submits_in_flight = submits_in_flight
         self._thread.start()
 
     def stop(self) -> None:
+        """End the thread, which closes the connection; also before or without start."""
         self._stop.set()
-        self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
 
     def watch(self, upstream_group_id: str) -> None:
         """Consume this group's queue (idempotent; survives reconnects)."""
@@ -251,6 +263,8 @@ class ResultStream:
         params = pika.URLParameters(url)
         params.heartbeat = params.heartbeat or 30
         params.blocked_connection_timeout = 300
+        # Names the connection in the broker's listings (rabbitmqctl list_connections name).
+        params.client_properties = {"connection_name": CONNECTION_NAME}
         self._conn = pika.BlockingConnection(params)
         self._generation += 1
         with self._lock:
@@ -352,6 +366,7 @@ class ResultStream:
         bad = [d for d in batch if d.completion is None]
         if bad:
             self._keep(bad)  # queued before the results: committed before them
+        assert self._complete is not None  # set at start, before the thread runs
         done = self._complete([d.completion for d in good if d.completion is not None])
         generation = self._generation
 
@@ -376,6 +391,7 @@ class ResultStream:
             log.warning("quarantined a message from %s: %s", d.queue, d.problem)
             self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
         self.quarantined += len(deliveries)
+        assert self._quarantine is not None  # set at start, before the thread runs
         return self._quarantine([(d.queue, d.problem, d.body) for d in deliveries])
 
     def _after_commit(

@@ -6,9 +6,15 @@ batches bound by size and time; the payloads a batch lacks are read from the
 store just before it goes. While the web service is
 unreachable or throttling, tasks stay accepted and go out when it answers; a
 4xx fails exactly the tasks of that batch with the service's message. Results
-come back over the one broker connection (results.py); when the broker has
-been unreachable for `broker_fallback_s`, task status is polled over HTTP
-until streaming works again.
+come back over the one broker connection (a ResultSource, injected: the real
+one is results.py's ResultStream); when the broker has been unreachable for
+`broker_fallback_s`, task status is polled over HTTP until streaming works
+again. Results are given their fxgate task id from task_ids.py on the way to
+the sink.
+
+Threads: SUBMIT_THREADS globus-submit threads, one globus-poll thread, and
+the result source's own; enqueue, cancel, describe and stop run on the
+daemon's threads.
 """
 
 from __future__ import annotations
@@ -23,17 +29,15 @@ from concurrent.futures import Future
 from fxgate_contract.states import TaskState
 from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
-from gateway.store.database import Store
 from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
-    FunctionSource,
     PayloadBudget,
-    PayloadSource,
-    ResultSink,
+    ResultSource,
+    UpstreamPorts,
     with_payloads,
 )
-from gateway.upstreams.globus import WebService
-from gateway.upstreams.results import ResultStream
+from gateway.upstreams.globus.task_ids import TaskIds
+from gateway.upstreams.globus.web import WebService
 
 log = logging.getLogger(__name__)
 
@@ -60,46 +64,44 @@ class GlobusUpstream:
 
     name = "globus"
 
-    def __init__(self, settings: GlobusSettings, store: Store, web: WebService | None = None):
+    def __init__(self, settings: GlobusSettings, web: WebService, results: ResultSource):
         self.settings = settings
-        self.store = store
-        self.web = web or WebService(settings)
+        self.web = web
+        self.results = results  # its own thread calls _deliver; any thread calls the rest
         self.upstream_key = f"globus:{self.web.base_url}"
+        self._ports: UpstreamPorts | None = None  # set by start, before any thread runs
+        self._task_ids = TaskIds()  # locked itself
+        # Everything below up to _threads is shared by the globus-submit threads, the
+        # globus-poll thread and the daemon's threads (enqueue, cancel, describe), and
+        # is read and written only with _cond held.
+        self._cond = threading.Condition()
         # Tasks waiting to be submitted, by what one batch must share, oldest key first.
         self._queues: dict[BatchKey, deque[PendingTask]] = {}
         self._queued = 0
-        self._budget = PayloadBudget()  # payload bytes _queues holds; under _cond
-        self._cond = threading.Condition()
-        self._in_flight = 0
+        self._budget = PayloadBudget()  # payload bytes _queues holds
+        self._in_flight = 0  # batches taken and not yet settled
         self._creating: set[str] = set()  # groups whose first batch is in flight
         self._pause_until = 0.0  # the service asked us to wait (Retry-After)
-        self._delay = 0.5
+        self._delay = 0.5  # the next retry's wait when the service gave none
+        self._fn_ids: dict[str, str] = {}  # function id -> upstream function id
+        self._group_ids: dict[str, str] = {}  # group id -> upstream group id
+        self.submitted = 0  # tasks the service accepted
+        # Set by start and stop (daemon threads); read unlocked by the upstream's threads,
+        # which at worst take one more turn.
         self._running = False
-        self._fn_ids: dict[str, str] = {}
-        self._group_ids: dict[str, str] = {}
-        self._sink: ResultSink | None = None
-        self._functions: FunctionSource | None = None
-        self._payloads: PayloadSource | None = None
-        self.results: ResultStream | None = None
-        self._threads: list[threading.Thread] = []
-        self.submitted = 0
+        self._stopped = threading.Event()  # wakes the globus-poll thread at stop
+        self._threads: list[threading.Thread] = []  # start and stop only
 
     # ----------------------------------------------------------- contract
-    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
-        self._sink, self._functions, self._payloads = sink, functions, payloads
-        self.results = ResultStream(
-            self.web.amqp_url,
-            sink,
-            self.store.quarantine,
-            prefetch=self.settings.prefetch,
-            submits_in_flight=lambda: self._in_flight > 0,
-        )
-        for group in self.store.groups_with_upstream_ids(self.name):
+    def start(self, ports: UpstreamPorts) -> None:
+        self._ports = ports
+        for group in ports.store.groups_with_upstream_ids(self.name):
             if group.upstream_group_id:
-                self._group_ids[group.id] = group.upstream_group_id
+                with self._cond:
+                    self._group_ids[group.id] = group.upstream_group_id
                 self.results.watch(group.upstream_group_id)
         self._running = True
-        self.results.start()
+        self.results.start(self._deliver, ports.store.quarantine, self._submits_in_flight)
         targets = [(self._submit_loop, f"globus-submit-{n}") for n in range(SUBMIT_THREADS)]
         for target, name in [*targets, (self._poll_loop, "globus-poll")]:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -146,18 +148,19 @@ class GlobusUpstream:
 
     def stop(self) -> None:
         self._running = False
+        self._stopped.set()
         with self._cond:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=15)
-        if self.results is not None:
-            self.results.stop()
+        self.results.stop()
+        self.web.close()
 
     def describe(self) -> str:
         with self._cond:
-            queued = self._queued
+            queued, submitted = self._queued, self.submitted
         results = self.results
-        if results is None:
+        if self._ports is None:
             broker = "not started"
         elif results.down_since is None:
             broker = f"broker connected, consuming {len(results.watched())} queues"
@@ -168,9 +171,23 @@ class GlobusUpstream:
                 ", polling over HTTP" if polling else ""
             )
         return (
-            f"{self.web.base_url}: {self.submitted} submitted, {queued} waiting to submit; "
-            f"{broker}; {results.received if results else 0} result messages received"
+            f"{self.web.base_url}: {submitted} submitted, {queued} waiting to submit; "
+            f"{broker}; {results.received} result messages received"
         )
+
+    # ----------------------------------------------------------- results
+    def _deliver(self, completions: Sequence[Completion]) -> Future[list[Completion]]:
+        """To the sink, with the fxgate task id of each result whose submit we remember.
+
+        Called on the result source's thread and on the globus-poll thread.
+        """
+        assert self._ports is not None
+        return self._ports.sink(self._task_ids.resolve(completions))
+
+    def _submits_in_flight(self) -> bool:
+        """Whether a result for an unknown task may yet be named by a submit (any thread)."""
+        with self._cond:
+            return self._in_flight > 0
 
     # ------------------------------------------------------------ submit
     def _take(self) -> list[PendingTask]:
@@ -220,15 +237,16 @@ class GlobusUpstream:
                 continue
             try:
                 self._submit(batch)
-                self._delay = 0.5
+                with self._cond:
+                    self._delay = 0.5
             except UpstreamError as exc:
                 if exc.retryable:
-                    wait = exc.retry_after if exc.retry_after is not None else self._delay
-                    log.warning("submit of %d tasks deferred %.1f s: %s", len(batch), wait, exc)
                     with self._cond:
+                        wait = exc.retry_after if exc.retry_after is not None else self._delay
                         self._requeue(batch, front=True)
                         self._pause_until = time.monotonic() + wait
-                    self._delay = min(self._delay * 2, 30.0)
+                        self._delay = min(self._delay * 2, 30.0)
+                    log.warning("submit of %d tasks deferred %.1f s: %s", len(batch), wait, exc)
                 else:
                     log.error("web service refused %d tasks: %s", len(batch), exc)
                     self._fail(batch, str(exc))
@@ -242,30 +260,43 @@ class GlobusUpstream:
                     self._cond.notify_all()
 
     def _upstream_function(self, function_id: str) -> str:
-        found = self._fn_ids.get(function_id) or self.store.registration(
-            function_id, self.upstream_key
-        )
+        """The service's id of a function: remembered, stored, or registered now."""
+        assert self._ports is not None
+        with self._cond:
+            found = self._fn_ids.get(function_id)
+        if found is not None:
+            return found
+        store = self._ports.store
+        found = store.registration(function_id, self.upstream_key)
         if found is None:
-            assert self._functions is not None
-            name, code = self._functions(function_id)
+            name, code = self._ports.functions(function_id)
             found = self.web.register_function(name, code)
-            self.store.save_registration(function_id, self.upstream_key, found).result()
-        self._fn_ids[function_id] = found
+            store.save_registration(function_id, self.upstream_key, found).result()
+        with self._cond:
+            self._fn_ids[function_id] = found
+        return found
+
+    def _upstream_group(self, group_id: str) -> str | None:
+        """The service's id of a task group, if its first submit went through."""
+        assert self._ports is not None
+        with self._cond:
+            found = self._group_ids.get(group_id)
+        if found is None:
+            group = self._ports.store.group(group_id)
+            found = group.upstream_group_id if group else None
         return found
 
     def _submit(self, batch: list[PendingTask]) -> None:
-        assert self._payloads is not None
-        ready = with_payloads(batch, self._payloads)  # finished meanwhile: left out
+        assert self._ports is not None
+        store = self._ports.store
+        ready = with_payloads(batch, self._ports.payloads)  # finished meanwhile: left out
         if not ready:
             return
         first = ready[0][0]
         by_function: dict[str, list[tuple[PendingTask, str]]] = {}
         for t, payload in ready:
             by_function.setdefault(self._upstream_function(t.function_id), []).append((t, payload))
-        upstream_group = self._group_ids.get(first.group_id)
-        if upstream_group is None:
-            group = self.store.group(first.group_id)
-            upstream_group = group.upstream_group_id if group else None
+        upstream_group = self._upstream_group(first.group_id)
         reply = self.web.submit(
             first.endpoint_id,
             upstream_group,
@@ -274,9 +305,9 @@ class GlobusUpstream:
         )
         if upstream_group is None:
             upstream_group = reply.task_group_id
-            self.store.set_upstream_group(first.group_id, upstream_group).result()
-        self._group_ids[first.group_id] = upstream_group
-        assert self.results is not None
+            store.set_upstream_group(first.group_id, upstream_group).result()
+        with self._cond:
+            self._group_ids[first.group_id] = upstream_group
         self.results.watch(upstream_group)
         mapping: dict[str, str] = {}
         ignored: list[PendingTask] = []
@@ -286,14 +317,16 @@ class GlobusUpstream:
                 ignored.extend(t for t, _ in tps)
                 continue
             mapping.update((t.task_id, up) for (t, _), up in zip(tps, ids, strict=True))
-        self.store.mark_submitted(mapping).result()
-        self.submitted += len(mapping)
+        store.mark_submitted(mapping).result()
+        self._task_ids.remember(mapping)  # before _in_flight drops: held results find them
+        with self._cond:
+            self.submitted += len(mapping)
         if ignored:
             self._fail(ignored, "the web service did not return a task id for this task")
 
     def _fail(self, tasks: list[PendingTask], message: str) -> None:
-        assert self._sink is not None
-        self._sink(
+        assert self._ports is not None
+        self._ports.sink(
             [
                 Completion(
                     TaskState.FAILED,
@@ -309,15 +342,14 @@ class GlobusUpstream:
     # ---------------------------------------------------- polling fallback
     def _poll_loop(self) -> None:
         swept = time.monotonic()
-        while self._running:
-            time.sleep(self.settings.poll_interval_s)
+        while not self._stopped.wait(self.settings.poll_interval_s):
             if time.monotonic() - swept > SWEEP_INTERVAL_S:
                 swept = time.monotonic()
                 self._sweep_consumers()
-            results = self.results
-            if results is None or results.down_since is None:
+            down_since = self.results.down_since
+            if down_since is None:
                 continue
-            if time.monotonic() - results.down_since < self.settings.broker_fallback_s:
+            if time.monotonic() - down_since < self.settings.broker_fallback_s:
                 continue
             try:
                 polled = self.poll_once()
@@ -329,10 +361,10 @@ class GlobusUpstream:
 
     def _sweep_consumers(self) -> None:
         """Stop consuming the queues of groups whose tasks have all finished."""
-        assert self.results is not None
+        assert self._ports is not None
         try:
             open_groups = {
-                g.upstream_group_id for g in self.store.groups_with_upstream_ids(self.name)
+                g.upstream_group_id for g in self._ports.store.groups_with_upstream_ids(self.name)
             }
         except Exception as exc:  # noqa: BLE001 - try again next round
             log.warning("consumer sweep failed: %s", exc)
@@ -344,9 +376,10 @@ class GlobusUpstream:
 
     def poll_once(self) -> int:
         """Fetch finished tasks over HTTP; the count of results committed."""
+        assert self._ports is not None
         submitted: list[str] = []
         after = ""
-        while page := self.store.unfinished(self.name, after_id=after):
+        while page := self._ports.store.unfinished(self.name, after_id=after):
             submitted += [t.upstream_task_id for t in page if t.upstream_task_id]
             after = page[-1].task_id
         found: list[Completion] = []
@@ -367,7 +400,6 @@ class GlobusUpstream:
                         completed_at=float(completed) if completed else None,
                     )
                 )
-        if found and self._sink is not None:
-            fut: Future[list[Completion]] = self._sink(found)
-            fut.result()
+        if found:
+            self._deliver(found).result()
         return len(found)
