@@ -61,7 +61,7 @@ def _check_token(token: str, settings: Settings) -> str:
     return token
 
 
-class TokenSource:
+class DaemonToken:
     """The token TCP callers must present: the setting, or the file, re-read when it changes.
 
     A changed file takes effect within REREAD_S, so a token is rotated without
@@ -133,7 +133,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
 class BearerTokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Lets a call through only when it carries the daemon's token."""
 
-    def __init__(self, tokens: TokenSource) -> None:
+    def __init__(self, tokens: DaemonToken) -> None:
         self._tokens = tokens
 
     async def intercept_service(

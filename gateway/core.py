@@ -147,6 +147,7 @@ class Gateway:
             self.hub.publish(events)
             out.set_result(unknown)
 
+        # committed runs on the store-writer thread, right after the commit.
         self.store.complete(completions).add_done_callback(committed)
         return out
 
@@ -261,6 +262,7 @@ class Gateway:
             self.upstreams[upstream].enqueue(pending)
             out.set_result((group.id, ids))
 
+        # committed runs on the store-writer thread: enqueue must not block (Upstream.enqueue).
         self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
         return out
 

@@ -103,6 +103,8 @@ class Hub:
     """Routes each event to the subscriptions of its group."""
 
     def __init__(self) -> None:
+        # _subs and _closed: changed by the grpc-loop (subscribe, unsubscribe) and at
+        # shutdown (close), read by the store-writer thread (publish); under _lock.
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._closed = False

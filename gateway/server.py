@@ -25,7 +25,7 @@ import grpc
 from fxgate_contract.address import status_socket_path
 from fxgate_contract.limits import MAX_MESSAGE
 from fxgate_contract.status import status_document
-from gateway.auth import BearerTokenCheck, TokenSource, server_credentials
+from gateway.auth import BearerTokenCheck, DaemonToken, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
@@ -92,7 +92,7 @@ class Daemon:
         tls: grpc.ServerCredentials | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if s.socket_path is None:  # TCP needs TLS and a token: refused before anything starts
-            tls, interceptors = server_credentials(s), [BearerTokenCheck(TokenSource(s))]
+            tls, interceptors = server_credentials(s), [BearerTokenCheck(DaemonToken(s))]
         prepare_state_dir(s.state_dir)
         self._lock = hold(
             s.state_dir / "gateway.lock",

@@ -251,6 +251,7 @@ class LocalUpstream:
         with self._lock:
             done, self._unstored = self._unstored + done, []
         if done and self._sink is not None:
+            # _stored runs on the store-writer thread once the results are committed.
             self._sink(done).add_done_callback(functools.partial(self._stored, done))
         self._dispatch()
 

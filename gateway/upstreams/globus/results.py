@@ -383,6 +383,8 @@ class ResultStream:
                 return
             self._call_in_loop(lambda: self._after_commit(good + bad, unknown, generation))
 
+        # committed runs on the store-writer thread; pika is not thread-safe, so it
+        # hands the acks back to this connection's own thread (_call_in_loop).
         done.add_done_callback(committed)
 
     def _keep(self, deliveries: list[Delivery]) -> Future[None]:
@@ -419,7 +421,7 @@ class ResultStream:
             for d in orphans:
                 task = d.completion.upstream_task_id if d.completion else ""
                 d.completion, d.problem = None, f"result for unknown task {task}"
-            self._keep(orphans).add_done_callback(
+            self._keep(orphans).add_done_callback(  # on store-writer; acks on amqp-results
                 lambda f: (
                     self._call_in_loop(lambda: self._ack(orphans, generation))
                     if f.exception() is None
