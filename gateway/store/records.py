@@ -21,6 +21,25 @@ class NewTask:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """What a task tells its endpoint beside function and payload, as the SDK sends it.
+
+    Each is the JSON text of an object exactly as the client gave it ("" when
+    absent): the daemon stores and forwards them, and reads only what its own
+    upstream needs (the local one: an MPI task's rank counts). Tasks with equal
+    options share one object, and only tasks with equal options share one
+    upstream request.
+    """
+
+    user_endpoint_config: str = ""
+    resource_specification: str = ""
+    user_runtime: str = ""  # the submitting process's runtime, as the SDK describes its own
+
+
+NO_OPTIONS = TaskOptions()
+
+
+@dataclass(frozen=True, slots=True)
 class PendingTask:
     """What an upstream needs to run a task.
 
@@ -39,6 +58,7 @@ class PendingTask:
     state: TaskState = TaskState.ACCEPTED
     upstream_task_id: str | None = None
     payload_size: int = 0
+    options: TaskOptions = NO_OPTIONS
 
     def size(self) -> int:
         """The payload's length, whether or not it is held in memory."""
