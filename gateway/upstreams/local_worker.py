@@ -21,18 +21,53 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
-# daemon -> worker: [[task_id, function_id, function_code or "", payload, [serializers]], ...]
-Job = tuple[str, str, str, str, list[str]]
-# worker -> daemon: [task_id, data, error_code, error_message, exception]
-Done = tuple[str, str, str, str, str]
 HEADER = struct.Struct("!I")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+# The two messages are NamedTuples: a tuple is what json writes as an array, so a
+# message goes on the wire as it is built (no conversion per task), the wire stays
+# the positional array it always was, and both ends read it by field name.
+class Job(NamedTuple):
+    """daemon -> worker, one task of a batch (a batch is a JSON array of Jobs)."""
+
+    task_id: str
+    function_id: str
+    function_code: str  # "" once this worker was sent the function's code
+    payload: str
+    result_serializers: list[str]
+
+    @classmethod
+    def from_json(cls, item: Any) -> Job:
+        """A Job from its decoded array (the daemon wrote it: trusted, not checked)."""
+        return cls(*item)
+
+
+class Done(NamedTuple):
+    """worker -> daemon, one message per finished task."""
+
+    task_id: str
+    data: str  # the serialized result, or the traceback text
+    error_code: str  # "" on success
+    error_message: str
+    exception: str  # the serialized exception, or ""
+
+    @classmethod
+    def from_json(cls, message: Any) -> Done | None:
+        """A Done from its decoded array; None if it is not one (a worker runs user code)."""
+        if (
+            isinstance(message, list)
+            and len(message) == len(cls._fields)
+            and all(isinstance(part, str) for part in message)
+        ):
+            return cls(*message)
+        return None
+
+
 def encode(message: Any) -> bytes:
-    """One framed message: its length, then its JSON."""
+    """One framed message (a Done, or a list of Jobs): its length, then its JSON."""
     body = json.dumps(message, separators=(",", ":")).encode()
     return HEADER.pack(len(body)) + body
 
@@ -77,13 +112,14 @@ def worker_main(parent: int, fd: int) -> None:
         body = stream.read(size)
         if len(body) < size:
             return
-        jobs: list[Job] = json.loads(body)
-        for task_id, function_id, code, payload, serializers in jobs:
-            if code:
-                functions[function_id] = code
-            outcome = execute(functions.get(function_id, ""), payload, serializers)
-            done: Done = (
-                task_id,
+        for job in map(Job.from_json, json.loads(body)):
+            if job.function_code:
+                functions[job.function_id] = job.function_code
+            outcome = execute(
+                functions.get(job.function_id, ""), job.payload, job.result_serializers
+            )
+            done = Done(
+                job.task_id,
                 outcome.data,
                 outcome.error_code,
                 outcome.error_message,
