@@ -46,11 +46,18 @@ class GroupWatcher:
             self._submits_in_flight += 1
 
     def end_submit(self, futures: Iterable[ComputeFuture]) -> None:
-        """Watch futures whose task ids the daemon just gave; resolve early arrivals."""
+        """Watch futures whose task ids the daemon just gave; resolve early arrivals.
+
+        No futures: the Submit was refused, so the group may not exist yet, and a
+        stream started now would be refused for good (NOT_FOUND) before a later
+        Submit creates it; the stream starts with the first accepted one.
+        """
         ready: list[tuple[ComputeFuture, pb.TaskEvent]] = []
+        accepted = False
         with self._lock:
             self._submits_in_flight -= 1
             for fut in futures:
+                accepted = True
                 assert fut.task_id is not None
                 event = self._early.pop(fut.task_id, None)
                 if event is not None:
@@ -61,7 +68,8 @@ class GroupWatcher:
                 self._early.clear()
         for fut, event in ready:
             resolve(fut, event)
-        self._ensure_started()
+        if accepted:
+            self._ensure_started()
 
     def watch(self, futures: Iterable[ComputeFuture], *, replay: bool) -> None:
         """Watch futures of tasks accepted earlier; replay=True streams the group anew."""

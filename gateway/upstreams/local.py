@@ -47,7 +47,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeGuard
 
 from fxgate_contract.states import TaskState
 from gateway.store.records import Completion, PendingTask
@@ -59,7 +58,7 @@ from gateway.upstreams.base import (
     UpstreamPorts,
     with_payloads,
 )
-from gateway.upstreams.local_worker import HEADER, Job, encode
+from gateway.upstreams.local_worker import HEADER, Done, Job, encode
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +114,6 @@ def _death_reason(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"was killed by {name}"
     return f"exited with code {exitcode}"
-
-
-def _is_outcome(message: object) -> TypeGuard[list[str]]:
-    return (
-        isinstance(message, list)
-        and len(message) == 5
-        and all(isinstance(part, str) for part in message)
-    )
 
 
 class LocalUpstream:
@@ -284,11 +275,11 @@ class LocalUpstream:
             if len(buf) < end:
                 break
             try:
-                message = json.loads(buf[pos + HEADER.size : end])
+                outcome = Done.from_json(json.loads(buf[pos + HEADER.size : end]))
             except ValueError:
-                message = None
+                outcome = None
             pos = end
-            if not (_is_outcome(message) and self._finish(worker, message, done)):
+            if outcome is None or not self._finish(worker, outcome, done):
                 log.error("worker pid %s wrote a malformed outcome", worker.process.pid)
                 return False
         del buf[:pos]
@@ -310,8 +301,8 @@ class LocalUpstream:
             return False
         return True
 
-    def _finish(self, worker: _Worker, outcome: list[str], done: list[Completion]) -> bool:
-        task_id, data, code, message, exc = outcome
+    def _finish(self, worker: _Worker, outcome: Done, done: list[Completion]) -> bool:
+        task_id = outcome.task_id
         # A worker runs its tasks in the order it got them, one at a time.
         if not worker.inflight or worker.inflight[0][0].task_id != task_id:
             return False
@@ -322,12 +313,12 @@ class LocalUpstream:
         worker.started = now
         done.append(
             Completion(
-                state=TaskState.FAILED if code else TaskState.SUCCESS,
-                data=data,
+                state=TaskState.FAILED if outcome.error_code else TaskState.SUCCESS,
+                data=outcome.data,
                 task_id=task_id,
-                error_code=code,
-                error_message=message,
-                exception=exc,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                exception=outcome.exception,
             )
         )
         return True
@@ -449,7 +440,7 @@ class LocalUpstream:
                 except KeyError:
                     code = ""
                 worker.known_functions.add(t.function_id)
-            batch.append((t.task_id, t.function_id, code, payload, list(t.result_serializers)))
+            batch.append(Job(t.task_id, t.function_id, code, payload, list(t.result_serializers)))
             worker.inflight_bytes += size
         if not worker.inflight:
             worker.started = time.monotonic()
