@@ -19,7 +19,8 @@ from fxgate_contract.states import TaskState
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import InvalidRequest, NotFound
-from gateway.store import Completion, NewTask, PendingTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, NewTask, PendingTask
 from tests.support.inprocess import RecordingUpstream
 
 

@@ -22,7 +22,8 @@ from fxgate_contract.states import TaskState
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.hub import BUFFER_BYTES, BUFFER_EVENTS, EVENT_OVERHEAD, Hub, Subscription
-from gateway.store import Completion, GroupInfo, NewTask, Store, TaskEvent
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask, TaskEvent
 
 T = TypeVar("T")
 TIMEOUT = 30.0  # seconds a step may take before the test fails instead of hanging

@@ -24,7 +24,8 @@ from client.watcher import GroupWatcher
 from fxgate_contract.serialize import serialize_data
 from fxgate_contract.states import TaskState
 from gateway.core import Gateway
-from gateway.store import Completion, GroupInfo, NewTask, Store
+from gateway.store.database import Store
+from gateway.store.records import Completion, GroupInfo, NewTask
 from tests.support.inprocess import InProcessDaemon
 
 TIMEOUT = 30.0  # seconds a step may take before the test fails instead of hanging

@@ -25,8 +25,15 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.execution import execute
 from gateway.service import Servicer, add_to_server
-from gateway.store import Completion, PendingTask, Store
-from gateway.upstreams.base import FunctionSource, PayloadSource, ResultSink, with_payloads
+from gateway.store.database import Store
+from gateway.store.records import Completion, PendingTask
+from gateway.upstreams.base import (
+    FunctionSource,
+    PayloadSource,
+    ResultSink,
+    UpstreamPorts,
+    with_payloads,
+)
 
 T = TypeVar("T")
 
@@ -49,8 +56,8 @@ class RecordingUpstream:
         self.functions: FunctionSource | None = None
         self.payloads: PayloadSource | None = None
 
-    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
-        self.sink, self.functions, self.payloads = sink, functions, payloads
+    def start(self, ports: UpstreamPorts) -> None:
+        self.sink, self.functions, self.payloads = ports.sink, ports.functions, ports.payloads
         self.started = True
 
     def enqueue(self, tasks: Sequence[PendingTask]) -> None:
@@ -89,8 +96,8 @@ class InlineUpstream(RecordingUpstream):
         self._work: queue.SimpleQueue[Sequence[PendingTask] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="inline-upstream", daemon=True)
 
-    def start(self, sink: ResultSink, functions: FunctionSource, payloads: PayloadSource) -> None:
-        super().start(sink, functions, payloads)
+    def start(self, ports: UpstreamPorts) -> None:
+        super().start(ports)
         self._thread.start()
 
     def enqueue(self, tasks: Sequence[PendingTask]) -> None:
