@@ -50,7 +50,8 @@ class Job(NamedTuple):
     @classmethod
     def from_json(cls, item: Any) -> Job:
         """A Job from its decoded array (the daemon wrote it: trusted, not checked)."""
-        return _as_tuple(cls, item)
+        job: Job = _as_tuple(cls, item)
+        return job
 
 
 class Done(NamedTuple):
@@ -66,7 +67,8 @@ class Done(NamedTuple):
     def from_json(cls, message: Any) -> Done | None:
         """A Done from its decoded array; None if it is not one (a worker runs user code)."""
         if isinstance(message, list) and len(message) == DONE_FIELDS and all(map(_is_str, message)):
-            return _as_tuple(cls, message)
+            done: Done = _as_tuple(cls, message)
+            return done
         return None
 
 
