@@ -46,11 +46,25 @@ IGNORED_SDK_KWARGS = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Code:
+    """A function given as code (submit): registered once per Executor, then sent by id."""
+
+    name: str
+    code: str  # pack_function(fn)
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """A function registered beforehand (Client.register_function): sent by its id as it is."""
+
+    function_id: str
+
+
 @dataclass
 class _Queued:
     future: ComputeFuture
-    function_code: str
-    function_name: str
+    function: _Code | _Registered
     payload: str
     task_group_id: str
     endpoint_id: str
@@ -82,8 +96,8 @@ class Executor(concurrent.futures.Executor):
         self.task_count_submitted = 0
         self._conn = Connection(address)
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
-        self._codes: dict[Callable[..., Any], tuple[str, str]] = {}
-        self._function_ids: dict[str, str] = {}
+        self._codes: dict[Callable[..., Any], _Code] = {}
+        self._function_ids: dict[str, str] = {}  # _Code.code -> the id the daemon gave it
         self._watchers: dict[str, GroupWatcher] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -108,10 +122,10 @@ class Executor(concurrent.futures.Executor):
             raise RuntimeError("cannot submit to an Executor after shutdown")
         if not self.endpoint_id:
             raise ValueError("no endpoint_id set on this Executor")
-        name, code = self._function_code(fn)
+        function = self._function_code(fn)
         payload = pack_payload(args, kwargs)
         fut = ComputeFuture()
-        self._queue.put(_Queued(fut, code, name, payload, self.task_group_id, self.endpoint_id))
+        self._queue.put(_Queued(fut, function, payload, self.task_group_id, self.endpoint_id))
         return fut
 
     def submit_to_registered_function(
@@ -125,25 +139,22 @@ class Executor(concurrent.futures.Executor):
             raise RuntimeError("cannot submit to an Executor after shutdown")
         if not self.endpoint_id:
             raise ValueError("no endpoint_id set on this Executor")
-        with self._lock:
-            self._function_ids[f"id:{function_id}"] = function_id
         fut = ComputeFuture()
         payload = pack_payload(tuple(args or ()), kwargs or {})
-        self._queue.put(
-            _Queued(fut, f"id:{function_id}", "", payload, self.task_group_id, self.endpoint_id)
-        )
+        function = _Registered(function_id)
+        self._queue.put(_Queued(fut, function, payload, self.task_group_id, self.endpoint_id))
         return fut
 
     def map(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("map() is not supported; submit tasks and collect futures")
 
-    def _function_code(self, fn: Callable[..., Any]) -> tuple[str, str]:
+    def _function_code(self, fn: Callable[..., Any]) -> _Code:
         try:
             cached = self._codes.get(fn)
         except TypeError:  # an unhashable callable
             cached = None
         if cached is None:
-            cached = (getattr(fn, "__name__", type(fn).__name__), pack_function(fn))
+            cached = _Code(getattr(fn, "__name__", type(fn).__name__), pack_function(fn))
             try:
                 self._codes[fn] = cached
             except TypeError:
@@ -186,20 +197,22 @@ class Executor(concurrent.futures.Executor):
                 return
 
     def _register(self, item: _Queued) -> str:
+        """The function id of a queued task: given, known, or registered now."""
+        function = item.function
+        if isinstance(function, _Registered):
+            return function.function_id
         with self._lock:
-            known = self._function_ids.get(item.function_code)
+            known = self._function_ids.get(function.code)
         if known is not None:
             return known
         response = self._conn.call_retrying(
             lambda: self._conn.stub.RegisterFunction(
-                pb.RegisterFunctionRequest(
-                    function_name=item.function_name, function_code=item.function_code
-                )
+                pb.RegisterFunctionRequest(function_name=function.name, function_code=function.code)
             ),
             what="RegisterFunction",
         )
         with self._lock:
-            self._function_ids[item.function_code] = response.function_id
+            self._function_ids[function.code] = response.function_id
         return str(response.function_id)
 
     def _send(self, group_id: str, endpoint_id: str, items: list[_Queued]) -> None:
