@@ -279,3 +279,42 @@ def test_a_batch_the_database_refuses_changes_no_count(tmp_path: Path) -> None:
     finally:
         lock.close()
         store.close()
+
+
+def test_results_of_tasks_known_as_submitted_are_checked_by_their_state(store: Store) -> None:
+    """A completion naming task and group (the Globus upstream's map) skips the lookup, never
+    the truth: a task already finished, still accepted, or released is handled as any other."""
+    g, other = group(), group()
+    ids = store.accept(g, [NewTask("f", "p")] * 5, str(uuid.uuid4()), []).result()
+    gone = store.accept(other, [NewTask("f", "p")], str(uuid.uuid4()), []).result()
+    up = {t: str(uuid.uuid4()) for t in ids[:4] + gone}
+    store.mark_submitted(up).result()
+    store.release(other.id).result()
+
+    def known(task_id: str, state: TaskState = TaskState.SUCCESS) -> Completion:
+        return Completion(
+            state, "r", task_id=task_id, upstream_task_id=up.get(task_id), group_id=g.id
+        )
+
+    first, _ = store.complete([known(ids[0]), known(ids[1], TaskState.FAILED)]).result()
+    assert [(e.task_id, e.group_id, e.state) for e in first] == [
+        (ids[0], g.id, TaskState.SUCCESS),
+        (ids[1], g.id, TaskState.FAILED),
+    ]
+    assert first[0].upstream_task_id == up[ids[0]]
+    # one batch: a duplicate of a finished task, a task still ACCEPTED (the claim is
+    # wrong: it is looked up), a released task, and one that is right
+    late = [known(ids[0]), known(ids[4]), known(gone[0]), known(ids[2])]
+    events, unknown = store.complete(late).result()
+    assert sorted(e.task_id for e in events) == sorted([ids[4], ids[2]])
+    assert [c.task_id for c in unknown] == [gone[0]]
+    seqs = [e.seq for e in first + events]
+    assert len(set(seqs)) == len(seqs) and min(seqs[2:]) > max(seqs[:2])
+    assert (store.state_counts(), store.group_count()) == truth(store)
+    assert store.state_counts() == {
+        TaskState.SUBMITTED: 1,
+        TaskState.SUCCESS: 3,
+        TaskState.FAILED: 1,
+    }
+    stored = {e.task_id: e for e in store.tasks(ids)}
+    assert stored[ids[0]].state == TaskState.SUCCESS and stored[ids[0]].seq == first[0].seq

@@ -77,6 +77,10 @@ class Completion:
     error_message: str = ""
     exception: str = ""
     completed_at: float | None = None
+    # Set, with task_id, by an upstream that knows the task is SUBMITTED in this
+    # group (the Globus upstream's task-id map): the store then finishes it
+    # without looking it up, on the condition that it is still SUBMITTED.
+    group_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, null, select, update
 
@@ -65,6 +66,12 @@ COMPLETE_SQL = (
     update(TASKS)
     .where(TASKS.c.id == bindparam("b_id"))
     .values(**binds(*COMPLETE_COLUMNS[:-1]), payload=null())
+)
+# The same for a task an upstream named as SUBMITTED in a known group: the
+# condition on its state makes that claim exact (a task already finished, or
+# released, is not changed; complete() then looks at it the ordinary way).
+COMPLETE_SUBMITTED_SQL = COMPLETE_SQL.where(
+    TASKS.c.state == literal_column(str(int(TaskState.SUBMITTED)))
 )
 # What complete() reads of a task to match a completion to it, and the same
 # as a tuple: unpacked by name, as Row attribute access costs ~1 us a field
@@ -183,51 +190,95 @@ def complete(
     tx: Transaction, completions: Sequence[Completion]
 ) -> tuple[list[TaskEvent], list[Completion]]:
     """Terminal states of tasks; see Store.complete."""
-    by_id, by_upstream = _matching_rows(tx, completions)
-    events: list[TaskEvent] = []
-    unknown: list[Completion] = []
-    done: set[str] = set()  # tasks an earlier completion of this batch finished
-    left: Counter[int] = Counter()  # states the completed tasks leave
     now = time.time()
+    events: list[TaskEvent] = []
+    known = [c for c in completions if c.task_id and c.group_id]
+    rest = [c for c in completions if not (c.task_id and c.group_id)]
+    if known:
+        rest += _complete_submitted(tx, known, now, events)
+    unknown = _complete_looked_up(tx, rest, now, events) if rest else []
+    for state, n in Counter(e.state for e in events).items():
+        tx.count(state, n)
+    return events, unknown
+
+
+def _event(c: Completion, task_id: str, group_id: str, now: float, seq: int) -> TaskEvent:
+    return TaskEvent(
+        task_id,
+        group_id,
+        c.state,
+        c.data,
+        c.error_code,
+        c.error_message,
+        c.exception,
+        c.upstream_task_id or "",
+        c.completed_at or now,
+        seq,
+    )
+
+
+def _rows(events: Sequence[TaskEvent]) -> list[tuple[object, ...]]:
+    return [
+        (int(e.state), e.data, e.error_code, e.error_message, e.exception)
+        + (e.completed_at, e.seq, e.task_id)
+        for e in events
+    ]
+
+
+def _complete_submitted(
+    tx: Transaction, known: Sequence[Completion], now: float, events: list[TaskEvent]
+) -> list[Completion]:
+    """Finish tasks an upstream named as SUBMITTED in a group, without a lookup.
+
+    One executemany whose condition on the state checks the upstream's claim;
+    when it changed fewer rows than it was given (a duplicate result, a
+    released group), the rows that carry this batch's seq are the ones it
+    finished, and the others are returned to be looked up. Their seqs are
+    left unused: the completion order has gaps, never repeats.
+    """
+    mine = [_event(c, c.task_id or "", c.group_id or "", now, tx.next_seq()) for c in known]
+    changed = tx.executemany(COMPLETE_SUBMITTED_SQL, COMPLETE_COLUMNS, _rows(mine))
+    if changed != len(mine):
+        seqs: dict[str, int | None] = {}
+        for part in chunks([e.task_id for e in mine]):
+            rows = tx.conn.execute(select(TASKS.c.id, TASKS.c.seq).where(TASKS.c.id.in_(part)))
+            seqs.update((task_id, seq) for task_id, seq in rows)
+        done = [seqs.get(e.task_id) == e.seq for e in mine]
+        missed = [replace(c, group_id=None) for c, ok in zip(known, done, strict=True) if not ok]
+        mine = [e for e, ok in zip(mine, done, strict=True) if ok]
+    else:
+        missed = []
+    tx.count(TaskState.SUBMITTED, -len(mine))
+    events += mine
+    return missed
+
+
+def _complete_looked_up(
+    tx: Transaction, completions: Sequence[Completion], now: float, events: list[TaskEvent]
+) -> list[Completion]:
+    """Finish tasks found by task id or upstream task id; the completions that name none."""
+    by_id, by_upstream = _matching_rows(tx, completions)
+    mine: list[TaskEvent] = []
+    unknown: list[Completion] = []
+    done = {e.task_id for e in events}  # tasks an earlier completion of this batch finished
+    left: Counter[int] = Counter()  # states the completed tasks leave
     for c in completions:
         match = by_id.get(c.task_id) if c.task_id else by_upstream.get(c.upstream_task_id or "")
         if match is None:
             unknown.append(c)
             continue
-        task_id, group_id, state, upstream_task_id = match
+        task_id, group_id, state, _ = match
         if state >= TaskState.SUCCESS or task_id in done:  # already terminal: a duplicate
             continue
         done.add(task_id)
         left[state] += 1
-        events.append(
-            TaskEvent(
-                task_id,
-                group_id,
-                c.state,
-                c.data,
-                c.error_code,
-                c.error_message,
-                c.exception,
-                upstream_task_id or "",
-                c.completed_at or now,
-                tx.next_seq(),
-            )
-        )
+        mine.append(_event(c, task_id, group_id, now, tx.next_seq()))
     for state, n in left.items():
         tx.count(TaskState(state), -n)
-    for state, n in Counter(e.state for e in events).items():
-        tx.count(state, n)
-    if events:
-        tx.executemany(
-            COMPLETE_SQL,
-            COMPLETE_COLUMNS,
-            [
-                (int(e.state), e.data, e.error_code, e.error_message, e.exception)
-                + (e.completed_at, e.seq, e.task_id)
-                for e in events
-            ],
-        )
-    return events, unknown
+    if mine:
+        tx.executemany(COMPLETE_SQL, COMPLETE_COLUMNS, _rows(mine))
+    events += mine
+    return unknown
 
 
 def mark_submitted(tx: Transaction, upstream_ids: dict[str, str]) -> None:

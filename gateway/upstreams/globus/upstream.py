@@ -318,7 +318,9 @@ class GlobusUpstream:
                 continue
             mapping.update((t.task_id, up) for (t, _), up in zip(tps, ids, strict=True))
         store.mark_submitted(mapping).result()
-        self._task_ids.remember(mapping)  # before _in_flight drops: held results find them
+        self._task_ids.remember(
+            mapping, first.group_id
+        )  # before _in_flight drops: held results find them
         with self._cond:
             self.submitted += len(mapping)
         if ignored:
