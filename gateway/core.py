@@ -28,7 +28,14 @@ from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
 from gateway.store.database import Store
-from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
+from gateway.store.records import (
+    AcceptedIds,
+    Completion,
+    GroupInfo,
+    NewTask,
+    PendingTask,
+    TaskEvent,
+)
 from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
@@ -241,30 +248,37 @@ class Gateway:
         # under way and its tasks are accepted whether or not anyone hears so.
         out.set_running_or_notify_cancel()
 
-        def committed(accepted: Future[list[str]]) -> None:
+        def committed(accepted: Future[AcceptedIds]) -> None:
             try:
                 ids = accepted.result()
             except Exception as exc:  # noqa: BLE001 - the caller's to report
                 out.set_exception(exc)
                 return
-            functions: dict[str, str] = {}  # one object per distinct function id
-            pending = [
-                PendingTask(
-                    tid,
-                    group.id,
-                    endpoint,
-                    functions.setdefault(t.function_id, t.function_id),
-                    t.payload,
-                    serializers,
-                )
-                for tid, t in zip(ids, tasks, strict=True)
-            ]
-            self.upstreams[upstream].enqueue(pending)
+            if not ids.retried:  # a retry's tasks went to the upstream with the first Submit
+                self.upstreams[upstream].enqueue(self._pending(ids, tasks, group, serializers))
             out.set_result((group.id, ids))
 
         # committed runs on the store-writer thread: enqueue must not block (Upstream.enqueue).
         self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
         return out
+
+    @staticmethod
+    def _pending(
+        ids: Sequence[str], tasks: Sequence[NewTask], group: GroupInfo, serializers: tuple[str, ...]
+    ) -> list[PendingTask]:
+        """Accepted tasks as an upstream takes them; one object per distinct function id."""
+        functions: dict[str, str] = {}
+        return [
+            PendingTask(
+                tid,
+                group.id,
+                group.endpoint_id,
+                functions.setdefault(t.function_id, t.function_id),
+                t.payload,
+                serializers,
+            )
+            for tid, t in zip(ids, tasks, strict=True)
+        ]
 
     def _check_task(self, index: int, task: NewTask) -> None:
         limit = self.settings.max_payload_bytes

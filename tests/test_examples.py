@@ -148,9 +148,12 @@ def test_status(daemon: DaemonProcess) -> None:
 
 def test_handle_result_exceptions(daemon: DaemonProcess) -> None:
     proc = run_example(daemon, "funcxexecutor_handle_result_exceptions.py")
-    assert lines_of(proc, daemon) == [
-        "Oh no!  The task raised an exception: Sequence not terminated in 100 steps"
-    ]
+    out = [line for line in lines_of(proc, daemon) if line.strip()]
+    # As with the SDK, the exception's text is the remote traceback, indented.
+    assert out[0].rstrip() == "Oh no!  The task raised an exception:"
+    assert out[1].strip().startswith("Traceback (most recent call last):")
+    assert "in generate_collatz_sequence" in "\n".join(out)
+    assert out[-1].strip() == "ValueError: Sequence not terminated in 100 steps"
 
 
 def test_results_as_arrived(daemon: DaemonProcess) -> None:

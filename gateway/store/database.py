@@ -20,7 +20,14 @@ from fxgate_contract.states import TaskState
 from gateway.errors import StoreUnavailable
 from gateway.store import reads, writes
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, Counters
-from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
+from gateway.store.records import (
+    AcceptedIds,
+    Completion,
+    GroupInfo,
+    NewTask,
+    PendingTask,
+    TaskEvent,
+)
 from gateway.store.sql import translate
 from gateway.store.tables import METADATA
 from gateway.store.writer import Transaction, Writer
@@ -103,8 +110,9 @@ class Store:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
-    ) -> Future[list[str]]:
-        """Store new tasks (and their group, if new); a repeated submit_id returns the first ids.
+    ) -> Future[AcceptedIds]:
+        """Store new tasks (and their group, if new); a repeated submit_id returns the first ids
+        (marked `retried`).
 
         Whether the group exists is decided here, in the writer, so concurrent
         first submits to one new group create it once. A submit_id seen before

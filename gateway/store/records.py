@@ -20,6 +20,16 @@ class NewTask:
     payload: str
 
 
+class AcceptedIds(list[str]):
+    """The task ids of an accepted batch, in submit order.
+
+    `retried`: an earlier Submit with the same submit_id stored them, and its
+    tasks went to their upstream then; they must not be handed over again.
+    """
+
+    retried = False
+
+
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
     """What a task tells its endpoint beside function and payload, as the SDK sends it.

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, literal_column, null, se
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.errors import InvalidRequest, NotFound
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
-from gateway.store.records import Completion, GroupInfo, NewTask, TaskEvent
+from gateway.store.records import AcceptedIds, Completion, GroupInfo, NewTask, TaskEvent
 from gateway.store.sql import AnyRow, binds, chunks
 from gateway.store.tables import FUNCTIONS, GROUPS, META, QUARANTINE, REGISTRATIONS, TASKS
 from gateway.store.writer import Transaction
@@ -101,7 +101,7 @@ def register_function(tx: Transaction, function_id: str, name: str, code: str) -
 
 def accept(
     tx: Transaction, group: GroupInfo, tasks: Sequence[NewTask], submit_id: str, serializers: str
-) -> list[str]:
+) -> AcceptedIds:
     """New tasks (and their group, if new); see Store.accept."""
     conn = tx.conn
     keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
@@ -129,7 +129,7 @@ def accept(
         )
     else:
         conn.execute(update(GROUPS).where(GROUPS.c.id == group.id).values(updated_at=now))
-    ids = [str(uuid.uuid4()) for _ in tasks]
+    ids = AcceptedIds(str(uuid.uuid4()) for _ in tasks)
     accepted = int(TaskState.ACCEPTED)
     tx.executemany(
         ACCEPT_SQL,
@@ -145,7 +145,7 @@ def accept(
 
 def _retried(
     tx: Transaction, group: GroupInfo, tasks: Sequence[NewTask], submit_id: str, keys: list[str]
-) -> list[str]:
+) -> AcceptedIds:
     """The task ids of an earlier batch with this submit_id, if this is an exact retry."""
     stored: dict[str, AnyRow] = {}  # submit key -> (id, group_id, function_id)
     query = select(TASKS.c.submit_key, TASKS.c.id, TASKS.c.group_id, TASKS.c.function_id)
@@ -163,7 +163,9 @@ def _retried(
             f"{first_group}); a retry must repeat it exactly (same task group, tasks and "
             "functions), and a new batch needs a new submit_id"
         )
-    return [stored[k].id for k in keys]
+    ids = AcceptedIds(stored[k].id for k in keys)
+    ids.retried = True
+    return ids
 
 
 def _matching_rows(
