@@ -22,7 +22,7 @@ from fxgate_contract.errors import SerializationError
 from fxgate_contract.framing import check_packed
 from fxgate_contract.states import TaskState
 from fxgate_contract.strategies import CODE_IDS, DATA_IDS
-from gateway import __version__
+from gateway import __version__, directory
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
@@ -109,7 +109,9 @@ class Gateway:
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
-        ports = UpstreamPorts(self.complete, self.function, self.store.payloads, self.store)
+        ports = UpstreamPorts(
+            self.complete, self.function, self.store.payloads, self.store, self.submitted
+        )
         for name, upstream in self.upstreams.items():
             upstream.start(ports)
             resumed = 0
@@ -149,6 +151,33 @@ class Gateway:
 
         # committed runs on the store-writer thread, right after the commit.
         self.store.complete(completions).add_done_callback(committed)
+        return out
+
+    def submitted(self, group_id: str, upstream_ids: dict[str, str]) -> Future[None]:
+        """Record the upstream's ids of a group's tasks; then tell the group's watchers.
+
+        Watchers get a SUBMITTED event per task (seq 0: not a completion), so
+        a future learns its upstream task id before its result. Nothing is
+        built when nobody watches the group, so the submit path pays nothing
+        extra then.
+        """
+        out: Future[None] = Future()
+
+        def committed(fut: Future[None]) -> None:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - handed to the upstream
+                out.set_exception(exc)
+                return
+            if self.hub.watched(group_id):
+                self.hub.publish(
+                    TaskEvent(tid, group_id, TaskState.SUBMITTED, "", "", "", "", up, 0.0, 0)
+                    for tid, up in upstream_ids.items()
+                )
+            out.set_result(None)
+
+        # committed runs on the store-writer thread, right after the commit.
+        self.store.mark_submitted(upstream_ids).add_done_callback(committed)
         return out
 
     # -------------------------------------------------------- functions
@@ -225,7 +254,7 @@ class Gateway:
         upstream, endpoint = self.route(endpoint_id)
         _check_serializers(result_serializers)
         for i, t in enumerate(tasks):
-            self._check_task(i, t)
+            self._check_task(i, t, upstream)
         if task_group_id:
             group_id = _canonical_uuid(task_group_id, "task group id")
         elif named:  # a retry of this submit must land in the same new group
@@ -266,7 +295,7 @@ class Gateway:
         self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
         return out
 
-    def _check_task(self, index: int, task: NewTask) -> None:
+    def _check_task(self, index: int, task: NewTask, upstream: str) -> None:
         limit = self.settings.max_payload_bytes
         if len(task.payload) > limit:
             raise TooLarge(
@@ -280,21 +309,34 @@ class Gateway:
             if _canonical_uuid(task.function_id, "function id") != task.function_id:
                 raise unknown
             self.function(task.function_id)
-        except (KeyError, InvalidRequest):
+        except InvalidRequest:
             raise unknown from None
+        except KeyError:
+            # One fxgate never registered: on Globus, the service's own function id,
+            # passed through as it is (the Globus upstream sends unknown ids unchanged).
+            if upstream != "globus":
+                raise NotFound(
+                    f"task {index}: unknown function id {shown(task.function_id)}: not "
+                    "registered with fxgate (register it first); a Globus Compute function "
+                    "id runs only on a Globus endpoint, and this is the local endpoint"
+                ) from None
         _check_packed(task.payload, 2, f"task {index}: payload", DATA_IDS)
         _check_text(task.payload, f"task {index}: payload")
 
     # ------------------------------------------------------------- reads
     def group(self, group_id: str) -> GroupInfo:
-        found = self.store.group(_canonical_uuid(group_id, "task group id"))
+        """A group by fxgate's id or by the id its upstream (Globus) gave it."""
+        canonical = _canonical_uuid(group_id, "task group id")
+        found = self.store.group(canonical) or self.store.group_by_upstream_id(canonical)
         if found is None:
             raise NotFound(f"unknown task group {group_id}")
         return found
 
-    def task_states(self, group_id: str) -> tuple[GroupInfo, list[tuple[str, int]]]:
+    def task_states(self, group_id: str) -> tuple[GroupInfo, list[tuple[str, int]], dict[str, str]]:
+        """The group, (task id, state) of its tasks, and the upstream ids known so far."""
         group = self.group(group_id)
-        return group, self.store.task_states(group.id)
+        upstream_ids = self.store.upstream_task_ids(group.id) if group.upstream_group_id else {}
+        return group, self.store.task_states(group.id), upstream_ids
 
     async def watch(
         self, group_id: str, after_seq: int, reads: Executor
@@ -328,17 +370,23 @@ class Gateway:
                     events, behind = batch
                     if behind:
                         break  # dropped: read them from the store
-                    fresh = [e for e in events if e.seq > last]
+                    # seq 0: a SUBMITTED event, live only, never replayed (see the hub)
+                    fresh = [e for e in events if e.seq > last or not e.seq]
                     if fresh:
-                        last = fresh[-1].seq
+                        last = _last_seq(fresh, last)
                         yield fresh, False
                 else:
                     return  # the hub closed
         finally:
             sub.close()
 
-    def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
-        """One event per distinct task id, in the order the ids were first named."""
+    def tasks(self, task_ids: Sequence[str], omit_unknown: bool = False) -> list[TaskEvent]:
+        """One event per distinct task named, in the order the ids were first named.
+
+        A task may be named by fxgate's id or by its upstream (Globus) id; ids
+        not found as fxgate's are looked up as upstream ids. Unknown ids are
+        refused (NotFound), or left out with omit_unknown.
+        """
         if len(task_ids) > MAX_IDS_PER_CALL:
             raise InvalidRequest(
                 f"a call names at most {MAX_IDS_PER_CALL} task ids; this one names {len(task_ids)}"
@@ -347,9 +395,13 @@ class Gateway:
         found = {e.task_id: e for e in self.store.tasks(ids)}
         missing = [t for t in ids if t not in found]
         if missing:
+            found.update((e.upstream_task_id, e) for e in self.store.tasks_by_upstream_id(missing))
+            missing = [t for t in missing if t not in found]
+        if missing and not omit_unknown:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise NotFound(f"unknown task ids: {', '.join(missing[:5])}{more}")
-        return [found[t] for t in ids]
+        events = (found[t] for t in ids if t in found)
+        return list({e.task_id: e for e in events}.values())  # a task named both ways: once
 
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks that have not started; returns those cancelled."""
@@ -383,6 +435,39 @@ class Gateway:
         group = self.group(group_id)
         return self.store.release(group.id).result()
 
+    # ----------------------------------------------------------- lookups
+    def endpoint_document(self, endpoint_id: str, metadata: bool) -> directory.JSON:
+        """An endpoint's status (or metadata) document, as the SDK's Client returns it."""
+        upstream, endpoint = self.route(endpoint_id)
+        if upstream == "local":
+            if metadata:
+                return directory.local_metadata(endpoint, self.settings.local_workers)
+            return directory.local_status(self.upstreams.get("local"))
+        service = self._service()
+        assert service is not None  # route() sends nothing to an upstream that is absent
+        if metadata:
+            return service.endpoint_metadata(endpoint)
+        return service.endpoint_status(endpoint)
+
+    def endpoints(self, role: str) -> directory.JSON:
+        """The local endpoint, then the service's endpoints (GET /v2/endpoints)."""
+        _check_text(role, "role")
+        listed: list[directory.JSON] = [directory.local_listing(self.local_endpoint_id)]
+        service = self._service()
+        if service is not None:
+            found = service.endpoints(role)
+            listed += found if isinstance(found, list) else [found]
+        return listed
+
+    def function_document(self, function_id: str) -> directory.JSON:
+        """A function's record: fxgate's own, else the Globus Compute service's."""
+        canonical = _canonical_uuid(function_id, "function id")
+        return directory.function_record(canonical, self.function, self._service())
+
+    def _service(self) -> directory.ServiceDirectory | None:
+        found = self.upstreams.get("globus")
+        return found if isinstance(found, directory.ServiceDirectory) else None
+
     def status(self) -> Status:
         return Status(
             version=__version__,
@@ -396,6 +481,14 @@ class Gateway:
             upstream_status={name: u.describe() for name, u in self.upstreams.items()},
             watchers=self.hub.watcher_count(),
         )
+
+
+def _last_seq(events: Sequence[TaskEvent], last: int) -> int:
+    """The seq of the last terminal event among events (SUBMITTED ones carry 0), else last."""
+    for e in reversed(events):
+        if e.seq:
+            return e.seq
+    return last
 
 
 def _check_serializers(paths: Sequence[str]) -> None:
