@@ -343,6 +343,9 @@ class Gateway:
     ) -> AsyncGenerator[tuple[list[TaskEvent], bool], None]:
         """Yield (events, replay_done): every stored event after after_seq, then live.
 
+        A Globus group's stream begins with a SUBMITTED event (seq 0) for each
+        task submitted and not finished, so a watcher that connected after the
+        service assigned ids still learns them; later ones come live.
         Runs on the server's event loop; store reads go to `reads` so that a
         slow database never stalls the other streams. A stream that fell
         behind its bounded live buffer reads from the store again: the seq
@@ -354,6 +357,13 @@ class Gateway:
         last = after_seq  # the seq of the last event this stream yielded
         replayed = False
         try:
+            if group.upstream != "local":  # upstream ids assigned before this stream began
+                after_id = ""
+                while page := await loop.run_in_executor(
+                    reads, self.store.submitted_events, group.id, after_id, REPLAY_PAGE
+                ):
+                    after_id = page[-1].task_id
+                    yield page, False
             while True:  # one turn: read the store up to now, then live until behind
                 page = await loop.run_in_executor(
                     reads, self.store.events_after, group.id, last, REPLAY_PAGE

@@ -198,6 +198,10 @@ class Store:
         """The stored state of tasks named by the ids their upstream gave them."""
         return self._read(lambda c: reads.tasks_by_upstream_id(c, upstream_task_ids))
 
+    def submitted_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+        """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
+        return self._read(lambda c: reads.submitted_events(c, group_id, after_id, limit))
+
     def upstream_task_ids(self, group_id: str) -> dict[str, str]:
         """task id -> upstream task id, for the tasks of a group the upstream has named."""
         return self._read(lambda c: reads.upstream_task_ids(c, group_id))

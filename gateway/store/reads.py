@@ -179,6 +179,19 @@ def tasks_by_upstream_id(conn: Connection, upstream_task_ids: Sequence[str]) -> 
     return out
 
 
+def submitted_events(conn: Connection, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+    """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
+    query = (
+        select(*EVENT_COLUMNS)
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.state == int(TaskState.SUBMITTED))
+        .where(TASKS.c.id > after_id)
+        .order_by(TASKS.c.id)
+        .limit(limit)
+    )
+    return [_event(r) for r in conn.execute(query)]
+
+
 def upstream_task_ids(conn: Connection, group_id: str) -> dict[str, str]:
     """task id -> upstream task id, for the tasks of a group the upstream has named."""
     rows = conn.execute(
