@@ -49,6 +49,8 @@ MAX_ID_CHARS = 64
 # would make the store and the daemon's memory pay for.
 MAX_IDS_PER_CALL = 100_000
 MAX_TASKS_PER_SUBMIT = 100_000
+# The role a ListEndpoints passes to the service ("owner", "any"): a word, not a document.
+MAX_ROLE_CHARS = 64
 # result_serializers: import paths of serialization strategies.
 MAX_SERIALIZERS = 16
 SERIALIZER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -461,6 +463,8 @@ class Gateway:
 
     def endpoints(self, role: str) -> directory.JSON:
         """The local endpoint, then the service's endpoints (GET /v2/endpoints)."""
+        if len(role) > MAX_ROLE_CHARS:
+            raise InvalidRequest(f"role {shown(role)} is longer than {MAX_ROLE_CHARS} characters")
         _check_text(role, "role")
         listed: list[directory.JSON] = [directory.local_listing(self.local_endpoint_id)]
         service = self._service()
