@@ -61,7 +61,8 @@ def public_names(sdk: type) -> list[str]:
 
 
 def _function(cls: type, name: str) -> Callable[..., Any] | None:
-    attr = inspect.getattr_static(cls, name)
+    """The plain function behind a method of cls; None for anything else or nothing."""
+    attr = inspect.getattr_static(cls, name, None)
     if isinstance(attr, (staticmethod, classmethod)):
         attr = attr.__func__
     return attr if inspect.isfunction(attr) else None
