@@ -2,9 +2,9 @@
 
 The stream resumes after the last event it saw, so a daemon restart costs a
 reconnect, never a future: the daemon replays what was committed meanwhile.
-Besides results it carries SUBMITTED events (seq 0, live only), which give a
-future its upstream (Globus) task id as soon as the service assigned it and
-never finish one.
+Besides results it carries SUBMITTED events (seq 0), which give a future its
+upstream (Globus) task id as soon as the service assigned it and never
+finish one.
 """
 
 from __future__ import annotations

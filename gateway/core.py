@@ -255,8 +255,9 @@ class Gateway:
         submit_id = _canonical_uuid(submit_id, "submit_id") if named else str(uuid.uuid4())
         upstream, endpoint = self.route(endpoint_id)
         _check_serializers(result_serializers)
+        functions_checked: set[str] = set()
         for i, t in enumerate(tasks):
-            self._check_task(i, t, upstream)
+            self._check_task(i, t, upstream, functions_checked)
         if task_group_id:
             group_id = _canonical_uuid(task_group_id, "task group id")
         elif named:  # a retry of this submit must land in the same new group
@@ -297,20 +298,29 @@ class Gateway:
         self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
         return out
 
-    def _check_task(self, index: int, task: NewTask, upstream: str) -> None:
+    def _check_task(self, index: int, task: NewTask, upstream: str, checked: set[str]) -> None:
+        """Refuse a task whose payload or function is unusable; `checked`: function ids
+        already found good in this submit (each is looked up once, not once per task)."""
         limit = self.settings.max_payload_bytes
         if len(task.payload) > limit:
             raise TooLarge(
                 f"task {index}: payload is {len(task.payload)} bytes, over the limit of "
                 f"{limit} bytes"
             )
+        if task.function_id not in checked:
+            self._check_function(index, task.function_id, upstream)
+            checked.add(task.function_id)
+        _check_packed(task.payload, 2, f"task {index}: payload", DATA_IDS)
+        _check_text(task.payload, f"task {index}: payload")
+
+    def _check_function(self, index: int, function_id: str, upstream: str) -> None:
         unknown = NotFound(
-            f"task {index}: unknown function id {shown(task.function_id)}; register it first"
+            f"task {index}: unknown function id {shown(function_id)}; register it first"
         )
         try:  # function ids are canonical UUIDs: anything else is not looked up
-            if _canonical_uuid(task.function_id, "function id") != task.function_id:
+            if _canonical_uuid(function_id, "function id") != function_id:
                 raise unknown
-            self.function(task.function_id)
+            self.function(function_id)
         except InvalidRequest:
             raise unknown from None
         except KeyError:
@@ -318,12 +328,10 @@ class Gateway:
             # passed through as it is (the Globus upstream sends unknown ids unchanged).
             if upstream != "globus":
                 raise NotFound(
-                    f"task {index}: unknown function id {shown(task.function_id)}: not "
+                    f"task {index}: unknown function id {shown(function_id)}: not "
                     "registered with fxgate (register it first); a Globus Compute function "
                     "id runs only on a Globus endpoint, and this is the local endpoint"
                 ) from None
-        _check_packed(task.payload, 2, f"task {index}: payload", DATA_IDS)
-        _check_text(task.payload, f"task {index}: payload")
 
     # ------------------------------------------------------------- reads
     def group(self, group_id: str) -> GroupInfo:
@@ -382,7 +390,7 @@ class Gateway:
                     events, behind = batch
                     if behind:
                         break  # dropped: read them from the store
-                    # seq 0: a SUBMITTED event, live only, never replayed (see the hub)
+                    # seq 0: a SUBMITTED event, outside the seq order (see the hub)
                     fresh = [e for e in events if e.seq > last or not e.seq]
                     if fresh:
                         last = _last_seq(fresh, last)

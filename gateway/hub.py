@@ -17,10 +17,11 @@ behind, and its stream reads what it missed from the store (the truth; live
 events only save a read) before it takes live events again.
 
 Besides committed terminal events, the hub carries SUBMITTED events (seq 0)
-that tell watchers a task's upstream id as soon as it is committed. They are
-live only: the store replays terminal events, and a stream that fell behind
-drops the SUBMITTED events it held (the upstream ids still come with each
-result, and from GetTaskGroup).
+that tell watchers a task's upstream id as soon as it is committed. The
+store's replay by seq holds terminal events only: a stream reads the
+SUBMITTED tasks once, when it begins (Gateway.watch), and one that falls
+behind later drops the SUBMITTED events it held (the upstream ids still come
+with each result, and from GetTaskGroup).
 """
 
 from __future__ import annotations

@@ -292,9 +292,10 @@ class GlobusUpstream:
             try:
                 name, code = self._ports.functions(function_id)
             except KeyError:
-                return function_id  # the service's own id: nothing to remember
-            found = self.web.register_function(name, code)
-            store.save_registration(function_id, self.upstream_key, found).result()
+                found = function_id  # the service's own id: nothing to store
+            else:
+                found = self.web.register_function(name, code)
+                store.save_registration(function_id, self.upstream_key, found).result()
         with self._cond:
             self._fn_ids[function_id] = found
         return found
