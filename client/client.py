@@ -7,12 +7,14 @@ scripts written for either run with only the import changed.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from client import registration
 from client.connection import Connection
-from client.errors import TaskPending
+from client.errors import NotOffered, TaskPending
 from client.futures import ComputeFuture, resolve
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.serialize import pack_function, pack_payload
@@ -48,8 +50,17 @@ class Batch:
         return bool(self.tasks)
 
 
+_ENDPOINT_ADMIN = (
+    "{} is not offered: fxgate submits to endpoints and does not administer them; "
+    "use the Globus Compute SDK or the globus-compute-endpoint command"
+)
+
+
 class Client:
-    """Direct calls to the daemon, one per method."""
+    """Direct calls to the daemon, one per method.
+
+    Every call that takes a task id accepts fxgate's id or the Globus one.
+    """
 
     def __init__(self, address: str | None = None, task_group_id: str | None = None, **_: Any):
         self._conn = Connection(address)
@@ -69,17 +80,113 @@ class Client:
         self.close()
 
     def register_function(
-        self, function: Callable[..., Any], function_name: str | None = None, **_: Any
+        self,
+        function: Callable[..., Any],
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        public: bool = False,
+        group: str | None = None,
+        ha_endpoint_id: str | None = None,
+        **kwargs: Any,
     ) -> str:
-        """Store the function in the daemon; the id is stable for the same code."""
-        request = pb.RegisterFunctionRequest(
-            function_name=function_name or getattr(function, "__name__", "function"),
-            function_code=pack_function(function),
-        )
+        """Store the function in the daemon; the id is stable for the same code.
+
+        description and metadata are accepted and not kept; public, group and
+        ha_endpoint_id are refused (NotOffered): see client/registration.py.
+        funcX's function_name keyword names the function.
+        """
+        options = dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id, **kwargs)
+        registration.check_options(options)
+        name = kwargs.get("function_name") or getattr(function, "__name__", "function")
+        return self._register(str(name), pack_function(function))
+
+    def register_source_code(
+        self,
+        source: str,
+        function_name: str,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        public: bool = False,
+        group: str | None = None,
+        ha_endpoint_id: str | None = None,
+    ) -> str:
+        """Register source text that defines function_name (the SDK's "st" strategy)."""
+        registration.check_options(dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id))
+        return self._register(function_name, registration.pack_source(source, function_name))
+
+    def _register(self, name: str, code: str) -> str:
+        request = pb.RegisterFunctionRequest(function_name=name, function_code=code)
         response = self._conn.call(
             lambda: self._conn.stub.RegisterFunction(request), what="RegisterFunction"
         )
         return str(response.function_id)
+
+    def get_function(self, function_id: str | uuid.UUID) -> Any:
+        """A function's record ("function_uuid", "function_name", "function_code", ...):
+        fxgate's for a function registered here, else the Globus Compute service's."""
+        request = pb.DescribeFunctionRequest(function_id=str(function_id))
+        return self._json(lambda: self._conn.stub.DescribeFunction(request), "DescribeFunction")
+
+    def get_endpoint_status(self, endpoint_uuid: str | uuid.UUID) -> Any:
+        """{"status", "details": {"total_workers", ...}}, as the service reports it
+        (the local endpoint: online, with its worker counts)."""
+        request = pb.DescribeEndpointRequest(endpoint_id=str(endpoint_uuid))
+        return self._json(lambda: self._conn.stub.DescribeEndpoint(request), "DescribeEndpoint")
+
+    def get_endpoint_metadata(self, endpoint_uuid: str | uuid.UUID) -> Any:
+        """The endpoint's metadata (name, hostname, versions, ...), as the service gives it."""
+        request = pb.DescribeEndpointRequest(endpoint_id=str(endpoint_uuid), metadata=True)
+        return self._json(lambda: self._conn.stub.DescribeEndpoint(request), "DescribeEndpoint")
+
+    def get_endpoints(self, role: str | None = None) -> Any:
+        """The local endpoint, then the Globus endpoints the daemon's credentials see."""
+        request = pb.ListEndpointsRequest(role=role or "")
+        return self._json(lambda: self._conn.stub.ListEndpoints(request), "ListEndpoints")
+
+    def _json(self, rpc: Callable[[], pb.JsonDocument], what: str) -> Any:
+        """The JSON document a lookup answers with (the service's own, for Globus endpoints)."""
+        return json.loads(self._conn.call(rpc, what=what).json)
+
+    def get_worker_hardware_details(self, endpoint_id: str | uuid.UUID) -> str:
+        """Start a hardware report on a worker of the endpoint; its task id (see get_result)."""
+        name = registration.HARDWARE_REPORT_NAME
+        function_id = self.register_source_code(registration.HARDWARE_REPORT_SOURCE, name)
+        return self.run("Compute Endpoint worker", endpoint_id=endpoint_id, function_id=function_id)
+
+    def version_check(self, endpoint_version: str | None = None) -> None:
+        """Raise if the daemon cannot be reached; the client and daemon share one contract,
+        so there is no minimum version to compare (endpoint_version is not checked)."""
+        self._conn.call(lambda: self._conn.stub.Status(pb.StatusRequest()), what="Status")
+
+    def logout(self) -> None:
+        """Nothing to forget: an fxgate client holds no Globus credentials (the daemon does)."""
+
+    def get_allowed_functions(self, endpoint_id: str | uuid.UUID) -> Any:
+        raise NotOffered(
+            "get_allowed_functions is not offered: it reads an endpoint's policy, which the "
+            "fxgate daemon does not relay; ask the Globus Compute SDK"
+        )
+
+    def delete_function(self, function_id: str) -> Any:
+        raise NotOffered(
+            "delete_function is not offered: the daemon shares a function among everyone "
+            "who registers the same code, so no one client may delete it"
+        )
+
+    def get_result_amqp_url(self) -> dict[str, str]:
+        raise NotOffered(
+            "get_result_amqp_url is not offered: the daemon holds the one broker connection "
+            "and streams results to clients itself"
+        )
+
+    def register_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotOffered(_ENDPOINT_ADMIN.format("register_endpoint"))
+
+    def delete_endpoint(self, endpoint_id: str) -> Any:
+        raise NotOffered(_ENDPOINT_ADMIN.format("delete_endpoint"))
+
+    def stop_endpoint(self, endpoint_id: str) -> Any:
+        raise NotOffered(_ENDPOINT_ADMIN.format("stop_endpoint"))
 
     def create_batch(
         self, task_group_id: str | None = None, result_serializers: Iterable[str] = (), **_: Any
@@ -134,53 +241,53 @@ class Client:
         )
         return response
 
-    def run(self, *args: Any, endpoint_id: str, function_id: str, **kwargs: Any) -> str:
+    def run(
+        self, *args: Any, endpoint_id: str | uuid.UUID, function_id: str | uuid.UUID, **kwargs: Any
+    ) -> str:
         """Run one task; its task id."""
         batch = self.create_batch()
-        batch.add(function_id, endpoint_id, args, kwargs)
+        batch.add(str(function_id), str(endpoint_id), args, kwargs)
         return str(self.batch_run(batch)[0])
 
-    def get_task(self, task_id: str) -> dict[str, Any]:
-        """{"pending", "status", and "result" or "exception" once finished}."""
-        # the daemon answers with the canonical id, which may differ in case from the one asked
-        (doc,) = self.get_batch_result([task_id]).values()
-        return doc
+    def get_task(self, task_id: str | uuid.UUID) -> dict[str, Any]:
+        """{"pending", "status", and "result" or "exception" once finished}; unknown: raises."""
+        return _document(self._events([str(task_id)])[0])
 
-    def get_result(self, task_id: str) -> Any:
+    def get_result(self, task_id: str | uuid.UUID) -> Any:
         """The task's value; raises TaskPending if it has not finished, or its exception."""
-        event = self._events([task_id])[0]
+        event = self._events([str(task_id)])[0]
         if event.state < pb.TASK_STATE_SUCCESS:
             raise TaskPending(TaskState(event.state).name.lower())
-        fut = ComputeFuture(task_id)
+        fut = ComputeFuture(event.task_id)
         resolve(fut, event)
         return fut.result(timeout=0)
 
-    def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_batch_result(
+        self, task_id_list: Iterable[str | uuid.UUID]
+    ) -> dict[str, dict[str, Any]]:
+        """{task id: get_task's document} for the known ids; unknown ids are left out.
+
+        Keyed by the id as asked (fxgate's or the Globus one), in canonical spelling.
+        """
+        asked = [str(t) for t in task_id_list]
+        wanted = {_canonical(t) for t in asked}
         out: dict[str, dict[str, Any]] = {}
-        for event in self._events(list(task_ids)):
-            status = TaskState(event.state).name.lower()
-            doc: dict[str, Any] = {"pending": event.state < pb.TASK_STATE_SUCCESS, "status": status}
-            if not doc["pending"]:
-                fut = ComputeFuture(event.task_id)
-                resolve(fut, event)
-                doc["completion_t"] = str(event.completed_at)
-                if fut.cancelled():
-                    doc["reason"] = "cancelled"
-                elif fut.exception(timeout=0) is not None:
-                    doc["exception"] = fut.exception(timeout=0)
-                else:
-                    doc["result"] = fut.result(timeout=0)
-            out[event.task_id] = doc
+        for event in self._events(asked, omit_unknown=True):
+            doc = _document(event)
+            if event.task_id in wanted:
+                out[event.task_id] = doc
+            if event.upstream_task_id in wanted:
+                out[event.upstream_task_id] = doc
         return out
 
-    def _events(self, task_ids: list[str]) -> list[pb.TaskEvent]:
-        response = self._conn.call(
-            lambda: self._conn.stub.GetTasks(pb.GetTasksRequest(task_ids=task_ids)), what="GetTasks"
-        )
+    def _events(self, task_ids: list[str], omit_unknown: bool = False) -> list[pb.TaskEvent]:
+        request = pb.GetTasksRequest(task_ids=task_ids, omit_unknown=omit_unknown)
+        response = self._conn.call(lambda: self._conn.stub.GetTasks(request), what="GetTasks")
         return list(response.tasks)
 
     def get_task_group(self, task_group_id: str) -> dict[str, Any]:
-        """{"taskgroup_id", "endpoint_id", "tasks": [{"id", "status"}]} as the service lists it."""
+        """{"taskgroup_id", "endpoint_id", "tasks": [{"id", "status", "upstream_task_id"}]}
+        as the service lists it; task_group_id may be fxgate's or the Globus one."""
         response = self._conn.call(
             lambda: self._conn.stub.GetTaskGroup(
                 pb.GetTaskGroupRequest(task_group_id=str(task_group_id))
@@ -192,7 +299,12 @@ class Client:
             "endpoint_id": response.endpoint_id,
             "upstream_task_group_id": response.upstream_task_group_id or None,
             "tasks": [
-                {"id": t.task_id, "status": TaskState(t.state).name.lower()} for t in response.tasks
+                {
+                    "id": t.task_id,
+                    "status": TaskState(t.state).name.lower(),
+                    "upstream_task_id": t.upstream_task_id or None,
+                }
+                for t in response.tasks
             ],
         }
 
@@ -214,6 +326,31 @@ class Client:
         """The daemon's health and counts, as plain data."""
         r = self._conn.call(lambda: self._conn.stub.Status(pb.StatusRequest()), what="Status")
         return status_document(r)
+
+
+def _canonical(task_id: str) -> str:
+    """A UUID in the spelling the daemon answers with (it may differ in case from the asked)."""
+    try:
+        return str(uuid.UUID(task_id))
+    except ValueError:
+        return task_id
+
+
+def _document(event: pb.TaskEvent) -> dict[str, Any]:
+    """A task's status document, in the SDK's get_task shape."""
+    status = TaskState(event.state).name.lower()
+    doc: dict[str, Any] = {"pending": event.state < pb.TASK_STATE_SUCCESS, "status": status}
+    if not doc["pending"]:
+        fut = ComputeFuture(event.task_id)
+        resolve(fut, event)
+        doc["completion_t"] = str(event.completed_at)
+        if fut.cancelled():
+            doc["reason"] = "cancelled"
+        elif fut.exception(timeout=0) is not None:
+            doc["exception"] = fut.exception(timeout=0)
+        else:
+            doc["result"] = fut.result(timeout=0)
+    return doc
 
 
 FuncXClient = Client

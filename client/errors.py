@@ -30,6 +30,7 @@ __all__ = [
     "FxgateError",
     "GatewayUnavailable",
     "MaxResultSizeExceeded",
+    "NotOffered",
     "RequestRefused",
     "SerdeError",
     "SerializationError",
@@ -146,3 +147,11 @@ class RequestRefused(FxgateError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class NotOffered(FxgateError, NotImplementedError):
+    """An SDK method or option that fxgate deliberately does not offer; the text says why.
+
+    A NotImplementedError too, so code that probes for an optional feature
+    that way keeps working. docs/sdk-parity.md lists every such difference.
+    """

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from client import registration
 from client.connection import Connection
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
@@ -86,17 +87,19 @@ class Executor(concurrent.futures.Executor):
         unknown = set(kwargs) - IGNORED_SDK_KWARGS
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        self.endpoint_id = str(endpoint_id) if endpoint_id is not None else None
-        # A new group id is chosen here (as funcX did), so a script can save it
-        # before its first task is even sent.
-        self.task_group_id = str(task_group_id) if task_group_id else str(uuid.uuid4())
+        self.endpoint_id = endpoint_id
+        self.task_group_id = task_group_id  # None: a new group (the setter)
         self.label = label
         self.batch_size = max(1, batch_size)
         self.result_serializers = list(result_serializers or [])
         self.task_count_submitted = 0
+        self._amqp_port: int | None = kwargs.get("amqp_port")
         self._conn = Connection(address)
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._codes: dict[Callable[..., Any], _Code] = {}
+        # register_function / register_source_code: function (or hash of source) -> id.
+        # Written under _lock by the registering thread, read by submit() without it.
+        self._registered: dict[Callable[..., Any] | int, str] = {}
         self._function_ids: dict[str, str] = {}  # _Code.code -> the id the daemon gave it
         self._watchers: dict[str, GroupWatcher] = {}
         self._lock = threading.Lock()
@@ -114,6 +117,36 @@ class Executor(concurrent.futures.Executor):
     @property
     def address(self) -> str:
         return self._conn.address
+
+    @property
+    def endpoint_id(self) -> str | None:
+        """Where submit() sends tasks: a Globus Compute endpoint UUID, "local", or None."""
+        return self._endpoint_id
+
+    @endpoint_id.setter
+    def endpoint_id(self, value: str | uuid.UUID | None) -> None:
+        self._endpoint_id = str(value) if value is not None else None
+
+    @property
+    def task_group_id(self) -> str:
+        """The group later submits join; None sets a new one (the SDK's "a new group")."""
+        return self._task_group_id
+
+    @task_group_id.setter
+    def task_group_id(self, value: str | uuid.UUID | None) -> None:
+        # A new group id is chosen at once (as funcX did), so a script can save it
+        # before its first task is even sent.
+        self._task_group_id = str(value) if value else str(uuid.uuid4())
+
+    @property
+    def amqp_port(self) -> int | None:
+        """Kept for SDK scripts and has no effect: the daemon holds the one broker
+        connection, and its port is the daemon's configuration (the Globus upstream)."""
+        return self._amqp_port
+
+    @amqp_port.setter
+    def amqp_port(self, value: int | None) -> None:
+        self._amqp_port = value
 
     # ------------------------------------------------------------ submit
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ComputeFuture:
@@ -145,14 +178,85 @@ class Executor(concurrent.futures.Executor):
         self._queue.put(_Queued(fut, function, payload, self.task_group_id, self.endpoint_id))
         return fut
 
-    def map(self, *args: Any, **kwargs: Any) -> Any:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Any = None,
+        chunksize: int = 1,
+    ) -> Any:
         raise NotImplementedError("map() is not supported; submit tasks and collect futures")
 
-    def _function_code(self, fn: Callable[..., Any]) -> _Code:
+    # ---------------------------------------------------------- register
+    def register_function(
+        self, fn: Callable[..., Any], function_id: str | None = None, **func_register_kwargs: Any
+    ) -> str:
+        """Register fn now (or, with function_id, only remember that id for it); its id.
+
+        submit(fn) then sends tasks by that id. As in the SDK, registering a
+        function twice is a ValueError unless the same id is given again.
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot register a function with an Executor after shutdown")
+        registration.check_options(func_register_kwargs)
+        with self._lock:
+            cached = self._registered.get(fn)
+        if cached is not None:
+            if function_id and str(function_id) == cached:
+                return cached
+            raise ValueError(f"Function already registered as function id: {cached}")
+        if function_id:
+            found = str(function_id)
+        else:
+            found = self._register_code(getattr(fn, "__name__", "function"), pack_function(fn))
+        with self._lock:
+            self._registered[fn] = found
+        return found
+
+    def register_source_code(
+        self, source: str, function_name: str, **registration_kwargs: Any
+    ) -> str:
+        """Register source text defining function_name (the SDK's "st" strategy); its id.
+
+        Run it with submit_to_registered_function. Registering the same source
+        twice is a ValueError, as in the SDK.
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot register a function with an Executor after shutdown")
+        registration.check_options(registration_kwargs)
+        with self._lock:
+            cached = self._registered.get(hash(source))
+        if cached is not None:
+            raise ValueError(f"Function already registered as function id: {cached}")
+        found = self._register_code(function_name, registration.pack_source(source, function_name))
+        with self._lock:
+            self._registered[hash(source)] = found
+        return found
+
+    def get_worker_hardware_details(self) -> str:
+        """A report on the hardware of a worker of this Executor's endpoint (blocks)."""
+        name, source = registration.HARDWARE_REPORT_NAME, registration.HARDWARE_REPORT_SOURCE
+        function_id = self._register_code(name, registration.pack_source(source, name))
+        fut = self.submit_to_registered_function(function_id, ("Compute Endpoint worker",))
+        return str(fut.result())
+
+    def _register_code(self, name: str, code: str) -> str:
+        response = self._conn.call_retrying(
+            lambda: self._conn.stub.RegisterFunction(
+                pb.RegisterFunctionRequest(function_name=name, function_code=code)
+            ),
+            what="RegisterFunction",
+        )
+        return str(response.function_id)
+
+    def _function_code(self, fn: Callable[..., Any]) -> _Code | _Registered:
         try:
+            registered = self._registered.get(fn) if self._registered else None
             cached = self._codes.get(fn)
         except TypeError:  # an unhashable callable
-            cached = None
+            registered = cached = None
+        if registered is not None:
+            return _Registered(registered)
         if cached is None:
             cached = _Code(getattr(fn, "__name__", type(fn).__name__), pack_function(fn))
             try:
@@ -250,7 +354,10 @@ class Executor(concurrent.futures.Executor):
     def reload_tasks(self, task_group_id: str | uuid.UUID | None = None) -> list[ComputeFuture]:
         """Futures for every task of the group; finished ones resolve at once.
 
-        Works in any process: the daemon kept every result of the group.
+        Works in any process: the daemon kept every result of the group. Given
+        a group id (fxgate's or the Globus one), the Executor adopts that group,
+        as the SDK's does: later submits join it (task_group_id becomes
+        fxgate's id of it). Futures carry the upstream task ids known so far.
         """
         group_id = str(task_group_id or self.task_group_id or "")
         if not group_id:
@@ -259,8 +366,15 @@ class Executor(concurrent.futures.Executor):
             lambda: self._conn.stub.GetTaskGroup(pb.GetTaskGroupRequest(task_group_id=group_id)),
             what="GetTaskGroup",
         )
-        watcher = self._watcher(group_id)
-        futures = [ComputeFuture(t.task_id) for t in response.tasks if not watcher.known(t.task_id)]
+        if task_group_id is not None:
+            self.task_group_id = response.task_group_id
+        watcher = self._watcher(response.task_group_id)
+        futures = []
+        for t in response.tasks:
+            if not watcher.known(t.task_id):
+                fut = ComputeFuture(t.task_id)
+                fut.upstream_task_id = t.upstream_task_id or None
+                futures.append(fut)
         watcher.watch(futures, replay=True)
         return futures
 

@@ -42,7 +42,14 @@ _DONE_STATES = frozenset(
 
 
 class ComputeFuture(concurrent.futures.Future[Any]):
-    """A Future with the task's id (fxgate's; known as soon as the daemon accepted it)."""
+    """A Future with the task's ids.
+
+    task_id is fxgate's id, set once the daemon accepted the task and never
+    changed, so a future (and a saved id) means the same task on every
+    upstream. upstream_task_id is the Globus Compute task id, set as soon as
+    the service assigned it (before the result), None on the local endpoint.
+    Every call that takes a task id accepts either.
+    """
 
     def __init__(self, task_id: str | None = None) -> None:
         super().__init__()
@@ -170,11 +177,14 @@ def _known_from_traceback(text: str) -> Exception | None:
 
 
 def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
-    """Finish a future from a terminal task event (no-op if it is already done)."""
-    if future.done():
-        return
+    """Finish a future from a terminal task event (no-op if it is already done).
+
+    A non-terminal event (SUBMITTED) only gives the future its upstream task id.
+    """
     if event.upstream_task_id:
         future.upstream_task_id = event.upstream_task_id
+    if future.done() or event.state < pb.TASK_STATE_SUCCESS:
+        return
     if event.state == pb.TASK_STATE_SUCCESS:
         try:
             value = deserialize(event.data)

@@ -2,6 +2,9 @@
 
 The stream resumes after the last event it saw, so a daemon restart costs a
 reconnect, never a future: the daemon replays what was committed meanwhile.
+Besides results it carries SUBMITTED events (seq 0), which give a future its
+upstream (Globus) task id as soon as the service assigned it and never
+finish one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ class GroupWatcher:
         self._conn = conn
         self._lock = threading.Lock()
         self._futures: dict[str, ComputeFuture] = {}
-        # Events that arrived before the Submit answer that names their task.
+        # Events that arrived before the Submit answer that names their task (a
+        # terminal event replaces a SUBMITTED one: it carries the upstream id too).
         self._early: dict[str, pb.TaskEvent] = {}
         self._submits_in_flight = 0
         self._after = 0
@@ -60,10 +64,12 @@ class GroupWatcher:
                 accepted = True
                 assert fut.task_id is not None
                 event = self._early.pop(fut.task_id, None)
-                if event is not None:
+                if event is not None and event.seq:
                     ready.append((fut, event))
-                else:
-                    self._futures[fut.task_id] = fut
+                    continue
+                if event is not None:  # SUBMITTED: the upstream id, and still running
+                    fut.upstream_task_id = event.upstream_task_id
+                self._futures[fut.task_id] = fut
             if self._submits_in_flight == 0:
                 self._early.clear()
         for fut, event in ready:
@@ -164,6 +170,9 @@ class GroupWatcher:
         ready: list[tuple[ComputeFuture, pb.TaskEvent]] = []
         with self._lock:
             for event in events:
+                if not event.seq:  # SUBMITTED: names the upstream id, finishes nothing
+                    self._submitted(event)
+                    continue
                 if event.seq > self._after:
                     self._after = event.seq
                 fut = self._futures.pop(event.task_id, None)
@@ -176,3 +185,11 @@ class GroupWatcher:
             resolve(fut, event)
         if idle:
             self.stop()
+
+    def _submitted(self, event: pb.TaskEvent) -> None:
+        """A task's upstream id, to its future or kept for the Submit answer (lock held)."""
+        fut = self._futures.get(event.task_id)
+        if fut is not None:
+            fut.upstream_task_id = event.upstream_task_id
+        elif self._submits_in_flight:
+            self._early.setdefault(event.task_id, event)

@@ -22,7 +22,7 @@ from fxgate_contract.errors import SerializationError
 from fxgate_contract.framing import check_packed
 from fxgate_contract.states import TaskState
 from fxgate_contract.strategies import CODE_IDS, DATA_IDS
-from gateway import __version__
+from gateway import __version__, directory
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
@@ -56,6 +56,8 @@ MAX_ID_CHARS = 64
 # would make the store and the daemon's memory pay for.
 MAX_IDS_PER_CALL = 100_000
 MAX_TASKS_PER_SUBMIT = 100_000
+# The role a ListEndpoints passes to the service ("owner", "any"): a word, not a document.
+MAX_ROLE_CHARS = 64
 # result_serializers: import paths of serialization strategies.
 MAX_SERIALIZERS = 16
 SERIALIZER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -116,7 +118,9 @@ class Gateway:
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
-        ports = UpstreamPorts(self.complete, self.function, self.store.payloads, self.store)
+        ports = UpstreamPorts(
+            self.complete, self.function, self.store.payloads, self.store, self.submitted
+        )
         for name, upstream in self.upstreams.items():
             upstream.start(ports)
             resumed = 0
@@ -156,6 +160,33 @@ class Gateway:
 
         # committed runs on the store-writer thread, right after the commit.
         self.store.complete(completions).add_done_callback(committed)
+        return out
+
+    def submitted(self, group_id: str, upstream_ids: dict[str, str]) -> Future[None]:
+        """Record the upstream's ids of a group's tasks; then tell the group's watchers.
+
+        Watchers get a SUBMITTED event per task (seq 0: not a completion), so
+        a future learns its upstream task id before its result. Nothing is
+        built when nobody watches the group, so the submit path pays nothing
+        extra then.
+        """
+        out: Future[None] = Future()
+
+        def committed(fut: Future[None]) -> None:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - handed to the upstream
+                out.set_exception(exc)
+                return
+            if self.hub.watched(group_id):
+                self.hub.publish(
+                    TaskEvent(tid, group_id, TaskState.SUBMITTED, "", "", "", "", up, 0.0, 0)
+                    for tid, up in upstream_ids.items()
+                )
+            out.set_result(None)
+
+        # committed runs on the store-writer thread, right after the commit.
+        self.store.mark_submitted(upstream_ids).add_done_callback(committed)
         return out
 
     # -------------------------------------------------------- functions
@@ -231,8 +262,9 @@ class Gateway:
         submit_id = _canonical_uuid(submit_id, "submit_id") if named else str(uuid.uuid4())
         upstream, endpoint = self.route(endpoint_id)
         _check_serializers(result_serializers)
+        functions_checked: set[str] = set()
         for i, t in enumerate(tasks):
-            self._check_task(i, t)
+            self._check_task(i, t, upstream, functions_checked)
         if task_group_id:
             group_id = _canonical_uuid(task_group_id, "task group id")
         elif named:  # a retry of this submit must land in the same new group
@@ -280,41 +312,64 @@ class Gateway:
             for tid, t in zip(ids, tasks, strict=True)
         ]
 
-    def _check_task(self, index: int, task: NewTask) -> None:
+    def _check_task(self, index: int, task: NewTask, upstream: str, checked: set[str]) -> None:
+        """Refuse a task whose payload or function is unusable; `checked`: function ids
+        already found good in this submit (each is looked up once, not once per task)."""
         limit = self.settings.max_payload_bytes
         if len(task.payload) > limit:
             raise TooLarge(
                 f"task {index}: payload is {len(task.payload)} bytes, over the limit of "
                 f"{limit} bytes"
             )
-        unknown = NotFound(
-            f"task {index}: unknown function id {shown(task.function_id)}; register it first"
-        )
-        try:  # function ids are canonical UUIDs: anything else is not looked up
-            if _canonical_uuid(task.function_id, "function id") != task.function_id:
-                raise unknown
-            self.function(task.function_id)
-        except (KeyError, InvalidRequest):
-            raise unknown from None
+        if task.function_id not in checked:
+            self._check_function(index, task.function_id, upstream)
+            checked.add(task.function_id)
         _check_packed(task.payload, 2, f"task {index}: payload", DATA_IDS)
         _check_text(task.payload, f"task {index}: payload")
 
+    def _check_function(self, index: int, function_id: str, upstream: str) -> None:
+        unknown = NotFound(
+            f"task {index}: unknown function id {shown(function_id)}; register it first"
+        )
+        try:  # function ids are canonical UUIDs: anything else is not looked up
+            if _canonical_uuid(function_id, "function id") != function_id:
+                raise unknown
+            self.function(function_id)
+        except InvalidRequest:
+            raise unknown from None
+        except KeyError:
+            # One fxgate never registered: on Globus, the service's own function id,
+            # passed through as it is (the Globus upstream sends unknown ids unchanged).
+            if upstream != "globus":
+                raise NotFound(
+                    f"task {index}: unknown function id {shown(function_id)}: not "
+                    "registered with fxgate (register it first); a Globus Compute function "
+                    "id runs only on a Globus endpoint, and this is the local endpoint"
+                ) from None
+
     # ------------------------------------------------------------- reads
     def group(self, group_id: str) -> GroupInfo:
-        found = self.store.group(_canonical_uuid(group_id, "task group id"))
+        """A group by fxgate's id or by the id its upstream (Globus) gave it."""
+        canonical = _canonical_uuid(group_id, "task group id")
+        found = self.store.group(canonical) or self.store.group_by_upstream_id(canonical)
         if found is None:
             raise NotFound(f"unknown task group {group_id}")
         return found
 
-    def task_states(self, group_id: str) -> tuple[GroupInfo, list[tuple[str, int]]]:
+    def task_states(self, group_id: str) -> tuple[GroupInfo, list[tuple[str, int]], dict[str, str]]:
+        """The group, (task id, state) of its tasks, and the upstream ids known so far."""
         group = self.group(group_id)
-        return group, self.store.task_states(group.id)
+        upstream_ids = self.store.upstream_task_ids(group.id) if group.upstream_group_id else {}
+        return group, self.store.task_states(group.id), upstream_ids
 
     async def watch(
         self, group_id: str, after_seq: int, reads: Executor
     ) -> AsyncGenerator[tuple[list[TaskEvent], bool], None]:
         """Yield (events, replay_done): every stored event after after_seq, then live.
 
+        A Globus group's stream begins with a SUBMITTED event (seq 0) for each
+        task submitted and not finished, so a watcher that connected after the
+        service assigned ids still learns them; later ones come live.
         Runs on the server's event loop; store reads go to `reads` so that a
         slow database never stalls the other streams. A stream that fell
         behind its bounded live buffer reads from the store again: the seq
@@ -326,6 +381,13 @@ class Gateway:
         last = after_seq  # the seq of the last event this stream yielded
         replayed = False
         try:
+            if group.upstream != "local":  # upstream ids assigned before this stream began
+                after_id = ""
+                while page := await loop.run_in_executor(
+                    reads, self.store.submitted_events, group.id, after_id, REPLAY_PAGE
+                ):
+                    after_id = page[-1].task_id
+                    yield page, False
             while True:  # one turn: read the store up to now, then live until behind
                 page = await loop.run_in_executor(
                     reads, self.store.events_after, group.id, last, REPLAY_PAGE
@@ -342,17 +404,23 @@ class Gateway:
                     events, behind = batch
                     if behind:
                         break  # dropped: read them from the store
-                    fresh = [e for e in events if e.seq > last]
+                    # seq 0: a SUBMITTED event, outside the seq order (see the hub)
+                    fresh = [e for e in events if e.seq > last or not e.seq]
                     if fresh:
-                        last = fresh[-1].seq
+                        last = _last_seq(fresh, last)
                         yield fresh, False
                 else:
                     return  # the hub closed
         finally:
             sub.close()
 
-    def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
-        """One event per distinct task id, in the order the ids were first named."""
+    def tasks(self, task_ids: Sequence[str], omit_unknown: bool = False) -> list[TaskEvent]:
+        """One event per distinct task named, in the order the ids were first named.
+
+        A task may be named by fxgate's id or by its upstream (Globus) id; ids
+        not found as fxgate's are looked up as upstream ids. Unknown ids are
+        refused (NotFound), or left out with omit_unknown.
+        """
         if len(task_ids) > MAX_IDS_PER_CALL:
             raise InvalidRequest(
                 f"a call names at most {MAX_IDS_PER_CALL} task ids; this one names {len(task_ids)}"
@@ -361,9 +429,13 @@ class Gateway:
         found = {e.task_id: e for e in self.store.tasks(ids)}
         missing = [t for t in ids if t not in found]
         if missing:
+            found.update((e.upstream_task_id, e) for e in self.store.tasks_by_upstream_id(missing))
+            missing = [t for t in missing if t not in found]
+        if missing and not omit_unknown:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise NotFound(f"unknown task ids: {', '.join(missing[:5])}{more}")
-        return [found[t] for t in ids]
+        events = (found[t] for t in ids if t in found)
+        return list({e.task_id: e for e in events}.values())  # a task named both ways: once
 
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
         """Cancel tasks that have not started; returns those cancelled."""
@@ -397,6 +469,41 @@ class Gateway:
         group = self.group(group_id)
         return self.store.release(group.id).result()
 
+    # ----------------------------------------------------------- lookups
+    def endpoint_document(self, endpoint_id: str, metadata: bool) -> directory.JSON:
+        """An endpoint's status (or metadata) document, as the SDK's Client returns it."""
+        upstream, endpoint = self.route(endpoint_id)
+        if upstream == "local":
+            if metadata:
+                return directory.local_metadata(endpoint, self.settings.local_workers)
+            return directory.local_status(self.upstreams.get("local"))
+        service = self._service()
+        assert service is not None  # route() sends nothing to an upstream that is absent
+        if metadata:
+            return service.endpoint_metadata(endpoint)
+        return service.endpoint_status(endpoint)
+
+    def endpoints(self, role: str) -> directory.JSON:
+        """The local endpoint, then the service's endpoints (GET /v2/endpoints)."""
+        if len(role) > MAX_ROLE_CHARS:
+            raise InvalidRequest(f"role {shown(role)} is longer than {MAX_ROLE_CHARS} characters")
+        _check_text(role, "role")
+        listed: list[directory.JSON] = [directory.local_listing(self.local_endpoint_id)]
+        service = self._service()
+        if service is not None:
+            found = service.endpoints(role)
+            listed += found if isinstance(found, list) else [found]
+        return listed
+
+    def function_document(self, function_id: str) -> directory.JSON:
+        """A function's record: fxgate's own, else the Globus Compute service's."""
+        canonical = _canonical_uuid(function_id, "function id")
+        return directory.function_record(canonical, self.function, self._service())
+
+    def _service(self) -> directory.ServiceDirectory | None:
+        found = self.upstreams.get("globus")
+        return found if isinstance(found, directory.ServiceDirectory) else None
+
     def status(self) -> Status:
         return Status(
             version=__version__,
@@ -410,6 +517,14 @@ class Gateway:
             upstream_status={name: u.describe() for name, u in self.upstreams.items()},
             watchers=self.hub.watcher_count(),
         )
+
+
+def _last_seq(events: Sequence[TaskEvent], last: int) -> int:
+    """The seq of the last terminal event among events (SUBMITTED ones carry 0), else last."""
+    for e in reversed(events):
+        if e.seq:
+            return e.seq
+    return last
 
 
 def _check_serializers(paths: Sequence[str]) -> None:

@@ -15,6 +15,13 @@ for one stalled stream). So a buffer holds at most BUFFER_EVENTS events or
 BUFFER_BYTES bytes; past that it drops what it holds and marks itself
 behind, and its stream reads what it missed from the store (the truth; live
 events only save a read) before it takes live events again.
+
+Besides committed terminal events, the hub carries SUBMITTED events (seq 0)
+that tell watchers a task's upstream id as soon as it is committed. The
+store's replay by seq holds terminal events only: a stream reads the
+SUBMITTED tasks once, when it begins (Gateway.watch), and one that falls
+behind later drops the SUBMITTED events it held (the upstream ids still come
+with each result, and from GetTaskGroup).
 """
 
 from __future__ import annotations
@@ -136,6 +143,11 @@ class Hub:
         for subs, evs in targets:
             for sub in subs:
                 sub.put(evs)
+
+    def watched(self, group_id: str) -> bool:
+        """Whether any stream watches the group now (any thread)."""
+        with self._lock:
+            return group_id in self._subs
 
     def watcher_count(self) -> int:
         with self._lock:

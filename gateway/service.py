@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
@@ -285,19 +286,22 @@ class Servicer(pb_grpc.GatewayServicer):
     async def GetTaskGroup(  # noqa: N802
         self, request: pb.GetTaskGroupRequest, context: Context
     ) -> pb.GetTaskGroupResponse:
-        group, states = await self._run(self.gw.task_states, request.task_group_id)
+        group, states, upstream_ids = await self._run(self.gw.task_states, request.task_group_id)
         return pb.GetTaskGroupResponse(
             task_group_id=group.id,
             endpoint_id=group.endpoint_id,
             upstream_task_group_id=group.upstream_group_id or "",
-            tasks=[pb.TaskInfo(task_id=t, state=s) for t, s in states],  # type: ignore[arg-type]
+            tasks=[
+                pb.TaskInfo(task_id=t, state=s, upstream_task_id=upstream_ids.get(t, ""))  # type: ignore[arg-type]
+                for t, s in states
+            ],
         )
 
     @unary
     async def GetTasks(  # noqa: N802
         self, request: pb.GetTasksRequest, context: Context
     ) -> pb.GetTasksResponse:
-        events = await self._run(self.gw.tasks, list(request.task_ids))
+        events = await self._run(self.gw.tasks, list(request.task_ids), request.omit_unknown)
         return pb.GetTasksResponse(tasks=[event_message(e) for e in events])
 
     @unary
@@ -319,6 +323,26 @@ class Servicer(pb_grpc.GatewayServicer):
         self, request: pb.StatusRequest, context: Context
     ) -> pb.StatusResponse:
         return status_response(await self._run(self.gw.status))
+
+    @unary
+    async def DescribeEndpoint(  # noqa: N802
+        self, request: pb.DescribeEndpointRequest, context: Context
+    ) -> pb.JsonDocument:
+        doc = await self._run(self.gw.endpoint_document, request.endpoint_id, request.metadata)
+        return pb.JsonDocument(json=json.dumps(doc))
+
+    @unary
+    async def ListEndpoints(  # noqa: N802
+        self, request: pb.ListEndpointsRequest, context: Context
+    ) -> pb.JsonDocument:
+        return pb.JsonDocument(json=json.dumps(await self._run(self.gw.endpoints, request.role)))
+
+    @unary
+    async def DescribeFunction(  # noqa: N802
+        self, request: pb.DescribeFunctionRequest, context: Context
+    ) -> pb.JsonDocument:
+        doc = await self._run(self.gw.function_document, request.function_id)
+        return pb.JsonDocument(json=json.dumps(doc))
 
 
 def status_response(s: Status) -> pb.StatusResponse:

@@ -34,6 +34,9 @@ METHODS = [
     "Cancel",
     "ReleaseGroup",
     "Status",
+    "DescribeEndpoint",
+    "ListEndpoints",
+    "DescribeFunction",
 ]
 # Codes that mean the daemon failed, not the request (the store is healthy throughout,
 # so UNAVAILABLE would be a client's mistake misread as a store fault, retried forever).
@@ -239,6 +242,25 @@ def test_get_tasks_and_cancel(target: Target, data: st.DataObject) -> None:
     )
     answered(lambda: target.stub.GetTasks(pb.GetTasksRequest(task_ids=task_ids), timeout=30))
     answered(lambda: target.stub.Cancel(pb.CancelRequest(task_ids=task_ids), timeout=30))
+
+
+@FUZZ
+@given(data=st.data())
+def test_lookups(target: Target, data: st.DataObject) -> None:
+    some = data.draw(ids(target))
+    metadata = data.draw(st.booleans())
+    role = data.draw(texts(target))
+    answered(
+        lambda: target.stub.DescribeEndpoint(
+            pb.DescribeEndpointRequest(endpoint_id=some, metadata=metadata), timeout=30
+        )
+    )
+    answered(lambda: target.stub.ListEndpoints(pb.ListEndpointsRequest(role=role), timeout=30))
+    answered(
+        lambda: target.stub.DescribeFunction(
+            pb.DescribeFunctionRequest(function_id=some), timeout=30
+        )
+    )
 
 
 @FUZZ

@@ -55,7 +55,13 @@ class Harness:
         self.endpoint_id = endpoint_id
         self.group_id = str(uuid.uuid4())
         self.upstream = ""  # the name of the upstream the group is on: set by the first start
-        self.ports = UpstreamPorts(self.sink, self.function, store.payloads, store)
+        self.ports = UpstreamPorts(
+            self.sink,
+            self.function,
+            store.payloads,
+            store,
+            lambda _g, ids: store.mark_submitted(ids),
+        )
         self._cond = threading.Condition()
         self.delivered: list[Completion] = []  # every completion the sink was handed
         self.committed: dict[str, list[TaskEvent]] = {}  # task id -> events its commits made

@@ -113,12 +113,14 @@ class GetTaskGroupRequest(_message.Message):
     def __init__(self, task_group_id: _Optional[str] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
-    __slots__ = ("task_id", "state")
+    __slots__ = ("task_id", "state", "upstream_task_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     state: TaskState
-    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ...) -> None: ...
+    upstream_task_id: str
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., upstream_task_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskGroupResponse(_message.Message):
     __slots__ = ("task_group_id", "endpoint_id", "tasks", "upstream_task_group_id")
@@ -133,10 +135,12 @@ class GetTaskGroupResponse(_message.Message):
     def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskInfo, _Mapping]]] = ..., upstream_task_group_id: _Optional[str] = ...) -> None: ...
 
 class GetTasksRequest(_message.Message):
-    __slots__ = ("task_ids",)
+    __slots__ = ("task_ids", "omit_unknown")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    OMIT_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    omit_unknown: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., omit_unknown: _Optional[bool] = ...) -> None: ...
 
 class GetTasksResponse(_message.Message):
     __slots__ = ("tasks",)
@@ -210,3 +214,29 @@ class StatusResponse(_message.Message):
     upstream_status: _containers.ScalarMap[str, str]
     watchers: int
     def __init__(self, version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., task_groups: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., upstreams: _Optional[_Iterable[str]] = ..., quarantined_messages: _Optional[int] = ..., local_endpoint_id: _Optional[str] = ..., max_payload_bytes: _Optional[int] = ..., upstream_status: _Optional[_Mapping[str, str]] = ..., watchers: _Optional[int] = ...) -> None: ...
+
+class DescribeEndpointRequest(_message.Message):
+    __slots__ = ("endpoint_id", "metadata")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    metadata: bool
+    def __init__(self, endpoint_id: _Optional[str] = ..., metadata: _Optional[bool] = ...) -> None: ...
+
+class ListEndpointsRequest(_message.Message):
+    __slots__ = ("role",)
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    def __init__(self, role: _Optional[str] = ...) -> None: ...
+
+class DescribeFunctionRequest(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class JsonDocument(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,21 @@ class GatewayStub:
                 request_serializer=fxgate_dot_v1_dot_gateway__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fxgate_dot_v1_dot_gateway__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.DescribeEndpoint = channel.unary_unary(
+                '/fxgate.v1.Gateway/DescribeEndpoint',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.DescribeEndpointRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+                _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/fxgate.v1.Gateway/ListEndpoints',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.ListEndpointsRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+                _registered_method=True)
+        self.DescribeFunction = channel.unary_unary(
+                '/fxgate.v1.Gateway/DescribeFunction',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -135,6 +150,27 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeEndpoint(self, request, context):
+        """What the endpoint's service says of it (status, or its metadata), as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEndpoints(self, request, context):
+        """The endpoints this daemon can reach, as the service lists them, as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeFunction(self, request, context):
+        """A function's record (fxgate's, or the Globus Compute service's), as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +213,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fxgate_dot_v1_dot_gateway__pb2.StatusRequest.FromString,
                     response_serializer=fxgate_dot_v1_dot_gateway__pb2.StatusResponse.SerializeToString,
+            ),
+            'DescribeEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeEndpoint,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.DescribeEndpointRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.ListEndpointsRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.SerializeToString,
+            ),
+            'DescribeFunction': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeFunction,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +446,87 @@ class Gateway:
             '/fxgate.v1.Gateway/Status',
             fxgate_dot_v1_dot_gateway__pb2.StatusRequest.SerializeToString,
             fxgate_dot_v1_dot_gateway__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/DescribeEndpoint',
+            fxgate_dot_v1_dot_gateway__pb2.DescribeEndpointRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/ListEndpoints',
+            fxgate_dot_v1_dot_gateway__pb2.ListEndpointsRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeFunction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/DescribeFunction',
+            fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
             options,
             channel_credentials,
             insecure,

@@ -174,6 +174,10 @@ class Store:
         """One task group, None if unknown."""
         return self._read(lambda c: reads.group(c, group_id))
 
+    def group_by_upstream_id(self, upstream_group_id: str) -> GroupInfo | None:
+        """The group the upstream knows by this id, None if none."""
+        return self._read(lambda c: reads.group_by_upstream_id(c, upstream_group_id))
+
     def groups_with_upstream_ids(self, upstream: str) -> list[GroupInfo]:
         """Groups of one upstream that have unfinished tasks (to resume consuming)."""
         return self._read(lambda c: reads.groups_with_upstream_ids(c, upstream))
@@ -197,6 +201,18 @@ class Store:
     def tasks(self, task_ids: Sequence[str]) -> list[TaskEvent]:
         """The stored state of given tasks (unfinished ones with empty result fields)."""
         return self._read(lambda c: reads.tasks(c, task_ids))
+
+    def tasks_by_upstream_id(self, upstream_task_ids: Sequence[str]) -> list[TaskEvent]:
+        """The stored state of tasks named by the ids their upstream gave them."""
+        return self._read(lambda c: reads.tasks_by_upstream_id(c, upstream_task_ids))
+
+    def submitted_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+        """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
+        return self._read(lambda c: reads.submitted_events(c, group_id, after_id, limit))
+
+    def upstream_task_ids(self, group_id: str) -> dict[str, str]:
+        """task id -> upstream task id, for the tasks of a group the upstream has named."""
+        return self._read(lambda c: reads.upstream_task_ids(c, group_id))
 
     def unfinished(self, upstream: str, after_id: str = "", limit: int = 5000) -> list[PendingTask]:
         """Unfinished tasks of one upstream's groups, in pages by task id, without payloads.

@@ -99,6 +99,14 @@ def group(conn: Connection, group_id: str) -> GroupInfo | None:
     return _group(row) if row else None
 
 
+def group_by_upstream_id(conn: Connection, upstream_group_id: str) -> GroupInfo | None:
+    """The group the upstream knows by this id, None if none (the column is indexed)."""
+    row = conn.execute(
+        select(*GROUP_COLUMNS).where(GROUPS.c.upstream_group_id == upstream_group_id)
+    ).first()
+    return _group(row) if row else None
+
+
 def groups_with_upstream_ids(conn: Connection, upstream: str) -> list[GroupInfo]:
     """Groups of one upstream that have unfinished tasks."""
     open_groups = select(TASKS.c.group_id).where(TASKS.c.state.in_(UNFINISHED)).distinct()
@@ -160,6 +168,38 @@ def tasks(conn: Connection, task_ids: Sequence[str]) -> list[TaskEvent]:
     for part in chunks(task_ids):
         out += [_event(r) for r in conn.execute(select(*EVENT_COLUMNS).where(TASKS.c.id.in_(part)))]
     return out
+
+
+def tasks_by_upstream_id(conn: Connection, upstream_task_ids: Sequence[str]) -> list[TaskEvent]:
+    """The stored state of tasks named by their upstream ids (a unique index)."""
+    out: list[TaskEvent] = []
+    for part in chunks(upstream_task_ids):
+        query = select(*EVENT_COLUMNS).where(TASKS.c.upstream_task_id.in_(part))
+        out += [_event(r) for r in conn.execute(query)]
+    return out
+
+
+def submitted_events(conn: Connection, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+    """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
+    query = (
+        select(*EVENT_COLUMNS)
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.state == int(TaskState.SUBMITTED))
+        .where(TASKS.c.id > after_id)
+        .order_by(TASKS.c.id)
+        .limit(limit)
+    )
+    return [_event(r) for r in conn.execute(query)]
+
+
+def upstream_task_ids(conn: Connection, group_id: str) -> dict[str, str]:
+    """task id -> upstream task id, for the tasks of a group the upstream has named."""
+    rows = conn.execute(
+        select(TASKS.c.id, TASKS.c.upstream_task_id)
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.upstream_task_id.is_not(None))
+    )
+    return {task_id: upstream_id for task_id, upstream_id in rows}
 
 
 def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> list[PendingTask]:

@@ -36,6 +36,10 @@ FunctionSource = Callable[[str], tuple[str, str]]
 # (task id -> payload), for the tasks that still have one (a finished task's
 # payload is gone). A blocking store read on the caller's thread.
 PayloadSource = Callable[[Sequence[str]], dict[str, str]]
+# Called by an upstream, on its own threads, with the ids it was given for tasks of
+# one group (task id -> upstream task id). The future resolves on the store's writer
+# thread once they are committed; the group's watchers hear of them then.
+SubmittedSink = Callable[[str, dict[str, str]], Future[None]]
 # Keeps unusable broker messages: (source, reason, body) rows. Called on the
 # thread that received them; the future resolves on the store's writer thread.
 QuarantineFn = Callable[[Sequence[tuple[str, str, bytes]]], Future[None]]
@@ -96,6 +100,7 @@ class UpstreamPorts:
     functions: FunctionSource
     payloads: PayloadSource
     store: UpstreamStore
+    submitted: SubmittedSink
 
 
 # Bytes of payloads one upstream's queue keeps in memory, at most: about

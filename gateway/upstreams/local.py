@@ -190,6 +190,25 @@ class LocalUpstream:
             f"{running} tasks at workers, {queued} queued"
         )
 
+    def load(self) -> dict[str, int]:
+        """Its workers and tasks, in the fields of the web service's endpoint status details.
+
+        Read from a daemon thread while the dispatch thread works: the counts
+        are a moment's view, as describe()'s are.
+        """
+        with self._lock:
+            queued = len(self._queue)
+        workers = list(self._workers)
+        running = sum(len(w.inflight) for w in workers)
+        busy = sum(1 for w in workers if w.inflight)
+        return {
+            "total_workers": self._size,
+            "idle_workers": len(workers) - busy,
+            "pending_tasks": queued,
+            "outstanding_tasks": queued + running,
+            "managers": 1,
+        }
+
     # ------------------------------------------------------------ workers
     def _spawn(self) -> _Worker:
         """Start a worker; only on the dispatch thread, whose end kills its workers."""

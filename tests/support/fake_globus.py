@@ -51,6 +51,7 @@ JSON = dict[str, Any]
 MAX_PAYLOAD_CHARS = 10 * 1024 * 1024  # documented 10 MB submission limit
 API_VERSION = "1.0.0"
 TERMINAL = ("success", "failed")
+FAKE_USER_ID = "b0b0b0b0-0000-4000-8000-00000000f4ce"  # the owner of every fake endpoint
 _USER_ERROR = ("RemoteExecutionError", "An error occurred during the execution of this task")
 
 
@@ -326,6 +327,7 @@ class FakeGlobus:
         self._cond = threading.Condition()
         self._endpoints: set[str] = {self.endpoint_id}
         self._functions: dict[str, str] = {}
+        self._function_names: dict[str, str] = {}
         self._groups: dict[str, _TaskGroup] = {}
         self._tasks: dict[str, _TaskRecord] = {}
         self._down = False
@@ -569,7 +571,59 @@ class FakeGlobus:
         fn_id = str(uuid.uuid4())
         with self._cond:
             self._functions[fn_id] = code
+            self._function_names[fn_id] = str(body.get("function_name") or "")
         return {"function_uuid": fn_id}
+
+    def _get_function(self, function_id: str) -> JSON:
+        """GET /v2/functions/{id}, in the shape of globus-sdk's get_function fixture."""
+        fn = _parse_uuid(function_id, "function_id")
+        with self._cond:
+            code = self._functions.get(fn)
+            name = self._function_names.get(fn, "")
+        if code is None:
+            raise ApiError(404, "FUNCTION_NOT_FOUND", f"function {fn} not found")
+        return {
+            "function_uuid": fn,
+            "function_name": name,
+            "function_code": code,
+            "description": None,
+            "metadata": {"python_version": "3.11", "sdk_version": "fake"},
+        }
+
+    def _endpoint_doc(self, endpoint_id: str) -> JSON:
+        """An entry of GET /v2/endpoints (globus-sdk's get_endpoints fixture)."""
+        return {
+            "uuid": endpoint_id,
+            "name": f"fake-{endpoint_id[:8]}",
+            "display_name": f"Fake endpoint {endpoint_id[:8]}",
+            "owner": FAKE_USER_ID,
+        }
+
+    def _get_endpoints(self, query: dict[str, list[str]]) -> list[JSON]:
+        role = (query.get("role") or ["owner"])[0]
+        if role not in ("owner", "any"):
+            raise ApiError(400, "BAD_REQUEST", f"unknown role {role}")
+        with self._cond:
+            return [self._endpoint_doc(ep) for ep in sorted(self._endpoints)]
+
+    def _get_endpoint(self, endpoint_id: str) -> JSON:
+        """GET /v2/endpoints/{id}, in the shape of globus-sdk's get_endpoint fixture."""
+        ep = _parse_uuid(endpoint_id, "endpoint_id")
+        with self._cond:
+            if ep not in self._endpoints:
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"endpoint {ep} not found")
+        return {
+            **self._endpoint_doc(ep),
+            "multi_user": False,
+            "public": False,
+            "endpoint_config": "engine:\n  type: GlobusComputeEngine",
+            "description": "an endpoint of the fake Globus Compute service",
+            "hostname": "fake-host",
+            "local_user": "fake",
+            "ip_address": "127.0.0.1",
+            "endpoint_version": "2.31.0",
+            "sdk_version": "2.31.0",
+        }
 
     def _amqp_url(self) -> JSON:
         return {"connection_url": self.connection_url, "queue_prefix": self.queue_prefix}
@@ -789,6 +843,9 @@ _ROUTES: list[_Route] = [
     ("POST", re.compile(r"/v2/batch_status"), "batch_status"),
     ("GET", re.compile(r"/v2/taskgroup/(?P<tg>[^/]+)"), "get_task_group"),
     ("GET", re.compile(r"/v2/endpoints/(?P<ep>[^/]+)/status"), "endpoint_status"),
+    ("GET", re.compile(r"/v2/endpoints/(?P<ep>[^/]+)"), "get_endpoint"),
+    ("GET", re.compile(r"/v2/endpoints"), "get_endpoints"),
+    ("GET", re.compile(r"/v2/functions/(?P<fn>[^/]+)"), "get_function"),
 ]
 
 
@@ -804,6 +861,9 @@ def _dispatch(
         "batch_status": lambda: fake._batch_status(body),
         "get_task_group": lambda: fake._get_task_group(groups.get("tg", "")),
         "endpoint_status": lambda: fake._endpoint_status(groups.get("ep", "")),
+        "get_endpoint": lambda: fake._get_endpoint(groups.get("ep", "")),
+        "get_endpoints": lambda: fake._get_endpoints(query),
+        "get_function": lambda: fake._get_function(groups.get("fn", "")),
     }
     return handlers[route]()
 

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from fxgate_contract.states import TaskState
 from gateway.config import GlobusSettings
@@ -175,6 +176,21 @@ class GlobusUpstream:
             f"{broker}; {results.received} result messages received"
         )
 
+    # ----------------------------------------------------------- lookups
+    # gateway/directory.py's ServiceDirectory: what the SDK's Client asks the service,
+    # asked with the daemon's credentials. Called on the daemon's call threads.
+    def endpoint_status(self, endpoint_id: str) -> Any:
+        return self.web.endpoint_status(endpoint_id)
+
+    def endpoint_metadata(self, endpoint_id: str) -> Any:
+        return self.web.endpoint(endpoint_id)
+
+    def endpoints(self, role: str) -> Any:
+        return self.web.endpoints(role)
+
+    def function_record(self, function_id: str) -> Any:
+        return self.web.function(function_id)
+
     # ----------------------------------------------------------- results
     def _deliver(self, completions: Sequence[Completion]) -> Future[list[Completion]]:
         """To the sink, with the fxgate task id of each result whose submit we remember.
@@ -260,7 +276,11 @@ class GlobusUpstream:
                     self._cond.notify_all()
 
     def _upstream_function(self, function_id: str) -> str:
-        """The service's id of a function: remembered, stored, or registered now."""
+        """The service's id of a function: remembered, stored, or registered now.
+
+        An id fxgate never registered is the service's own (a script may submit
+        to a function registered with the Globus Compute SDK): sent as it is.
+        """
         assert self._ports is not None
         with self._cond:
             found = self._fn_ids.get(function_id)
@@ -269,9 +289,13 @@ class GlobusUpstream:
         store = self._ports.store
         found = store.registration(function_id, self.upstream_key)
         if found is None:
-            name, code = self._ports.functions(function_id)
-            found = self.web.register_function(name, code)
-            store.save_registration(function_id, self.upstream_key, found).result()
+            try:
+                name, code = self._ports.functions(function_id)
+            except KeyError:
+                found = function_id  # the service's own id: nothing to store
+            else:
+                found = self.web.register_function(name, code)
+                store.save_registration(function_id, self.upstream_key, found).result()
         with self._cond:
             self._fn_ids[function_id] = found
         return found
@@ -317,10 +341,9 @@ class GlobusUpstream:
                 ignored.extend(t for t, _ in tps)
                 continue
             mapping.update((t.task_id, up) for (t, _), up in zip(tps, ids, strict=True))
-        store.mark_submitted(mapping).result()
-        self._task_ids.remember(
-            mapping, first.group_id
-        )  # before _in_flight drops: held results find them
+        self._ports.submitted(first.group_id, mapping).result()  # and tells the watchers
+        # before _in_flight drops: held results find them
+        self._task_ids.remember(mapping, first.group_id)
         with self._cond:
             self.submitted += len(mapping)
         if ignored:

@@ -1,8 +1,10 @@
 """A client of the Globus Compute web service (HTTP/JSON with requests).
 
 Only the routes the daemon needs: register a function, submit a v3 batch,
-fetch the AMQP result credentials, and read task status (the fallback when
-the broker cannot be reached). Transient failures (connection errors, 429,
+fetch the AMQP result credentials, read task status (the fallback when
+the broker cannot be reached), and the lookups an SDK script makes through
+its Client (endpoint status, metadata and list; a function's record), whose
+JSON is handed back unchanged. Transient failures (connection errors, 429,
 5xx) are retried with backoff that honours Retry-After; a 4xx is final and
 carries the service's own message.
 """
@@ -145,15 +147,18 @@ class WebService:
         """Close the pooled HTTP connections (the upstream's stop)."""
         self.session.close()
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        return self._retrying(self._once)(method, path, body)
+    def _request(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        return self._retrying(self._once)(method, path, body, params)
 
-    def _once(self, method: str, path: str, body: Any) -> Any:
+    def _once(self, method: str, path: str, body: Any, params: dict[str, str] | None) -> Any:
         try:
             response = self.session.request(
                 method,
                 f"{self.base_url}{path}",
                 json=body,
+                params=params,
                 headers={"Authorization": self.tokens.header()},
                 timeout=self.settings.http_timeout_s,
             )
@@ -215,3 +220,19 @@ class WebService:
         reply = self._request("POST", "/v2/batch_status", {"task_ids": task_ids})
         results = reply.get("results", {})
         return results if isinstance(results, dict) else {}
+
+    def endpoint_status(self, endpoint_id: str) -> Any:
+        """GET /v2/endpoints/{id}/status: {"status", "details"}, as the service gives it."""
+        return self._request("GET", f"/v2/endpoints/{endpoint_id}/status")
+
+    def endpoint(self, endpoint_id: str) -> Any:
+        """GET /v2/endpoints/{id}: the endpoint's metadata, as the service gives it."""
+        return self._request("GET", f"/v2/endpoints/{endpoint_id}")
+
+    def endpoints(self, role: str = "") -> Any:
+        """GET /v2/endpoints: the endpoints the credentials may see (role: owner, any)."""
+        return self._request("GET", "/v2/endpoints", params={"role": role} if role else None)
+
+    def function(self, function_id: str) -> Any:
+        """GET /v2/functions/{id}: the function's record, as the service gives it."""
+        return self._request("GET", f"/v2/functions/{function_id}")
