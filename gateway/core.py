@@ -28,7 +28,16 @@ from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
 from gateway.store.database import Store
-from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
+from gateway.store.records import (
+    NO_OPTIONS,
+    Completion,
+    GroupInfo,
+    NewTask,
+    PendingTask,
+    TaskEvent,
+    TaskOptions,
+)
+from gateway.task_options import check_local_options, check_options
 from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
@@ -208,6 +217,7 @@ class Gateway:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
+        options: TaskOptions = NO_OPTIONS,
     ) -> Future[tuple[str, list[str]]]:
         """Validate at once (raising), then commit and hand tasks upstream.
 
@@ -224,6 +234,11 @@ class Gateway:
         submit_id = _canonical_uuid(submit_id, "submit_id") if named else str(uuid.uuid4())
         upstream, endpoint = self.route(endpoint_id)
         _check_serializers(result_serializers)
+        if options != NO_OPTIONS:
+            check_options(options)
+            if upstream == "local":
+                check_local_options(options)
+            options = self.store.share_options(options)  # one object per distinct set
         for i, t in enumerate(tasks):
             self._check_task(i, t)
         if task_group_id:
@@ -256,6 +271,7 @@ class Gateway:
                     functions.setdefault(t.function_id, t.function_id),
                     t.payload,
                     serializers,
+                    options=options,
                 )
                 for tid, t in zip(ids, tasks, strict=True)
             ]
@@ -263,7 +279,8 @@ class Gateway:
             out.set_result((group.id, ids))
 
         # committed runs on the store-writer thread: enqueue must not block (Upstream.enqueue).
-        self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
+        accepted = self.store.accept(group, tasks, submit_id, result_serializers, options)
+        accepted.add_done_callback(committed)
         return out
 
     def _check_task(self, index: int, task: NewTask) -> None:

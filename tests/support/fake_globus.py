@@ -339,6 +339,8 @@ class FakeGlobus:
         self.requests_by_route: Counter[str] = Counter()
         self.submits_received = 0
         self.submits_accepted = 0
+        # Every submit body as received (JSON-decoded), in order: what a client sent.
+        self.submit_bodies: list[JSON] = []
         self.faults_injected = 0
         self.tasks_per_endpoint: Counter[str] = Counter()
         self.accepted: list[AcceptedTask] = []
@@ -477,6 +479,16 @@ class FakeGlobus:
                 "results_published": self._publisher.published,
                 "mode": self.mode,
             }
+
+    def submit_bodies_since(self, start: int) -> list[JSON]:
+        """The submit bodies received after the first `start` ones."""
+        with self._cond:
+            return list(self.submit_bodies[start:])
+
+    def registered_code(self, function_id: str) -> str:
+        """The function_code a client registered under this id."""
+        with self._cond:
+            return self._functions[function_id]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
         """Block until predicate() (evaluated under the state lock) holds, or timeout."""
@@ -625,6 +637,9 @@ class FakeGlobus:
     # ------------------------------------------------------------ submit
 
     def _submit(self, endpoint_id: str, body: JSON) -> JSON:
+        with self._cond:
+            self.submit_bodies.append(body)
+            self._cond.notify_all()
         ep = _parse_uuid(endpoint_id, "endpoint_id")
         tasks = _validate_tasks(body.get("tasks"))
         serializers = _validate_serializers(body.get("result_serializers"))
