@@ -222,7 +222,7 @@ def test_options_survive_a_daemon_sigkill(
             batch.add(fid, fake_globus.endpoint_id, (i,))
         ids = c.batch_run(batch)
     gdaemon.kill()
-    assert fake_globus.submit_bodies == []
+    assert fake_globus.submit_bodies_since(0) == []
     fake_globus.set_down(False)
     gdaemon.start()
     assert fake_globus.wait_for(lambda: len(fake_globus.accepted) >= 5, TIMEOUT)

@@ -298,7 +298,8 @@ class FakeGlobus:
     they only grow): `requests_received`, `requests_by_route`,
     `submits_received` (every submit POST, faulted ones included),
     `submits_accepted`, `faults_injected`, `tasks_per_endpoint`, `accepted`
-    (every AcceptedTask in order).
+    (every AcceptedTask in order), `submit_bodies` (every submit body that got
+    past fault injection, as received: read it with `submit_bodies_since`).
     """
 
     def __init__(
