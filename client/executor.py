@@ -63,7 +63,7 @@ class _Code:
     """A function given as code (submit): registered once per Executor, then sent by id."""
 
     name: str
-    code: str  # pack_function(fn)
+    code: str  # pack_function(fn, the code strategy current at submit)
 
 
 @dataclass(frozen=True, slots=True)
