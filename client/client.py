@@ -7,6 +7,7 @@ scripts written for either run with only the import changed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,17 +18,46 @@ from client.connection import Connection
 from client.errors import NotOffered, TaskPending
 from client.futures import ComputeFuture, resolve
 from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract.options import checked_option
+from fxgate_contract.runtime import user_runtime
 from fxgate_contract.serialize import pack_function, pack_payload
+from fxgate_contract.serializer import result_serializer_paths, serializer_from, serializer_of
 from fxgate_contract.states import TaskState
 from fxgate_contract.status import status_document
 
 
 class Batch:
-    """Tasks to submit in one call; an endpoint per task (funcX) or per run (SDK)."""
+    """Tasks to submit in one call; an endpoint per task (funcX) or per run (SDK).
 
-    def __init__(self, task_group_id: str | None = None, result_serializers: Iterable[str] = ()):
-        self.task_group_id = task_group_id
-        self.result_serializers = list(result_serializers)
+    Its arguments are the SDK's, in the SDK's order; every task of a batch
+    carries its options (resource_specification, user_endpoint_config,
+    result_serializers) and user_runtime, and prepare() is the SDK's v3 body.
+    """
+
+    def __init__(
+        self,
+        task_group_id: str | uuid.UUID | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        request_queue: bool = False,
+        serializer: Any = None,
+        user_runtime: Any = None,
+        result_serializers: Iterable[Any] | None = None,
+    ):
+        self.task_group_id = str(task_group_id) if task_group_id else None
+        self.resource_specification = checked_option(
+            "resource_specification", resource_specification
+        )
+        self.user_endpoint_config = checked_option("user_endpoint_config", user_endpoint_config)
+        self.request_queue = request_queue
+        self._serde = serializer_of(serializer)
+        # The SDK's UserRuntime dataclass or its dict form (create_user_runtime / user_runtime()).
+        self.user_runtime: dict[str, Any] | None = (
+            dataclasses.asdict(user_runtime)
+            if dataclasses.is_dataclass(user_runtime) and not isinstance(user_runtime, type)
+            else user_runtime
+        )
+        self.result_serializers = list(result_serializer_paths(result_serializers))
         self.tasks: list[tuple[str, str | None, str]] = []
 
     def add(self, function_id: str, *args: Any, **kwargs: Any) -> None:
@@ -40,8 +70,33 @@ class Batch:
         task_kwargs = kwargs.pop("kwargs", rest.pop(0) if rest else None)
         if kwargs or rest:
             raise TypeError("Batch.add takes function_id, [endpoint_id], args and kwargs")
-        payload = pack_payload(tuple(task_args or ()), task_kwargs or {})
-        self.tasks.append((function_id, endpoint_id, payload))
+        payload = pack_payload(tuple(task_args or ()), task_kwargs or {}, self._serde.strategy_data)
+        self.tasks.append((str(function_id), endpoint_id, payload))
+
+    def prepare(self) -> dict[str, Any]:
+        """The body the SDK's Batch.prepare builds for POST /v3/endpoints/{id}/submit."""
+        tasks: dict[str, list[str]] = {}
+        for function_id, _, payload in self.tasks:
+            tasks.setdefault(function_id, []).append(payload)
+        data: dict[str, Any] = {"create_queue": self.request_queue, "tasks": tasks}
+        if self.task_group_id:
+            data["task_group_id"] = self.task_group_id
+        if self.resource_specification:
+            data["resource_specification"] = self.resource_specification
+        if self.user_endpoint_config:
+            data["user_endpoint_config"] = self.user_endpoint_config
+        if self.user_runtime:
+            data["user_runtime"] = self.user_runtime
+        if self.result_serializers:
+            data["result_serializers"] = self.result_serializers
+        return data
+
+    def options_json(self) -> tuple[str, str, str]:
+        """(user_endpoint_config, resource_specification, user_runtime) as JSON text, or ""."""
+        return tuple(  # type: ignore[return-value]
+            json.dumps(value) if value else ""
+            for value in (self.user_endpoint_config, self.resource_specification, self.user_runtime)
+        )
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -62,7 +117,19 @@ class Client:
     Every call that takes a task id accepts fxgate's id or the Globus one.
     """
 
-    def __init__(self, address: str | None = None, task_group_id: str | None = None, **_: Any):
+    def __init__(
+        self,
+        address: str | None = None,
+        task_group_id: str | None = None,
+        *,
+        code_serialization_strategy: Any = None,
+        data_serialization_strategy: Any = None,
+        **_: Any,
+    ):
+        # Checked before connecting: a strategy fxgate cannot honour fails here.
+        self.fx_serializer = serializer_from(
+            code_serialization_strategy, data_serialization_strategy
+        )
         self._conn = Connection(address)
         self.session_task_group_id = str(task_group_id or uuid.uuid4())
 
@@ -98,7 +165,7 @@ class Client:
         options = dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id, **kwargs)
         registration.check_options(options)
         name = kwargs.get("function_name") or getattr(function, "__name__", "function")
-        return self._register(str(name), pack_function(function))
+        return self._register(str(name), pack_function(function, self.fx_serializer.strategy_code))
 
     def register_source_code(
         self,
@@ -189,9 +256,23 @@ class Client:
         raise NotOffered(_ENDPOINT_ADMIN.format("stop_endpoint"))
 
     def create_batch(
-        self, task_group_id: str | None = None, result_serializers: Iterable[str] = (), **_: Any
+        self,
+        task_group_id: str | uuid.UUID | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        create_websocket_queue: bool = False,
+        result_serializers: Iterable[Any] | None = None,
     ) -> Batch:
-        return Batch(str(task_group_id or self.session_task_group_id), result_serializers)
+        """A Batch with this client's serializer and this process's user_runtime, as the SDK's."""
+        return Batch(
+            str(task_group_id or self.session_task_group_id),
+            resource_specification,
+            user_endpoint_config,
+            create_websocket_queue,
+            serializer=self.fx_serializer,
+            user_runtime=user_runtime(),
+            result_serializers=result_serializers,
+        )
 
     def batch_run(self, *args: Any) -> Any:
         """batch_run(batch) -> task ids (funcX), or batch_run(endpoint_id, batch) -> dict (SDK)."""
@@ -210,12 +291,16 @@ class Client:
             by_endpoint.setdefault(target, []).append((i, fid, payload))
         slots: list[str] = [""] * len(batch.tasks)
         group_id = batch.task_group_id
+        config, resources, runtime = batch.options_json()
         for ep, tasks in by_endpoint.items():
             request = pb.SubmitRequest(
                 task_group_id=group_id,
                 endpoint_id=ep,
                 submit_id=str(uuid.uuid4()),
                 result_serializers=batch.result_serializers,
+                user_endpoint_config_json=config,
+                resource_specification_json=resources,
+                user_runtime_json=runtime,
                 tasks=[pb.TaskSpec(function_id=f, payload=p) for _, f, p in tasks],
             )
             response = self._submit(request)

@@ -22,7 +22,10 @@ from client.connection import Connection
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
+from fxgate_contract.options import checked_option, option_json
+from fxgate_contract.runtime import user_runtime_json
 from fxgate_contract.serialize import pack_function, pack_payload
+from fxgate_contract.serializer import Serializer, result_serializer_paths, serializer_of
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,20 @@ IGNORED_SDK_KWARGS = frozenset(
         "api_burst_window_s",
         "batch_interval",
         "batch_enabled",
-        "serializer",
-        "resource_specification",
-        "user_endpoint_config",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What a task tells its endpoint beside its function and payload, fixed at submit().
+
+    Tasks whose options differ never share a Submit call.
+    """
+
+    user_endpoint_config: str  # JSON text, "" when absent
+    resource_specification: str  # JSON text, "" when absent
+    result_serializers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +64,7 @@ class _Code:
     """A function given as code (submit): registered once per Executor, then sent by id."""
 
     name: str
-    code: str  # pack_function(fn)
+    code: str  # pack_function(fn, the code strategy current at submit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,7 @@ class _Queued:
     payload: str
     task_group_id: str
     endpoint_id: str
+    options: _Options
 
 
 class Executor(concurrent.futures.Executor):
@@ -81,22 +94,30 @@ class Executor(concurrent.futures.Executor):
         address: str | None = None,
         batch_size: int = 1024,
         label: str = "",
-        result_serializers: Iterable[str] | None = None,
+        result_serializers: Iterable[Any] | None = None,
+        resource_specification: dict[str, Any] | None = None,
+        user_endpoint_config: dict[str, Any] | None = None,
+        serializer: Any = None,
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - IGNORED_SDK_KWARGS
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        # Checked at once, as the SDK does; each task takes the values current at its submit().
+        self.resource_specification = resource_specification
+        self.user_endpoint_config = user_endpoint_config
+        # The SDK's Executor serializes with its Client's serializer unless given one.
+        self.serializer = serializer or getattr(kwargs.get("client"), "fx_serializer", None)
         self.endpoint_id = endpoint_id
         self.task_group_id = task_group_id  # None: a new group (the setter)
         self.label = label
         self.batch_size = max(1, batch_size)
-        self.result_serializers = list(result_serializers or [])
+        self.result_serializers = result_serializers
         self.task_count_submitted = 0
         self._amqp_port: int | None = kwargs.get("amqp_port")
         self._conn = Connection(address)
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
-        self._codes: dict[Callable[..., Any], _Code] = {}
+        self._codes: dict[tuple[Callable[..., Any], str], _Code] = {}  # by (fn, strategy id)
         # register_function / register_source_code: function (or hash of source) -> id.
         # Written under _lock by the registering thread, read by submit() without it.
         self._registered: dict[Callable[..., Any] | int, str] = {}
@@ -148,6 +169,51 @@ class Executor(concurrent.futures.Executor):
     def amqp_port(self, value: int | None) -> None:
         self._amqp_port = value
 
+    # ----------------------------------------------------------- options
+    @property
+    def resource_specification(self) -> dict[str, Any] | None:
+        """Resource requirements each task asks of its endpoint (a JSON-serializable dict)."""
+        return self._resource_specification
+
+    @resource_specification.setter
+    def resource_specification(self, value: dict[str, Any] | None) -> None:
+        self._resource_specification = checked_option("resource_specification", value)
+
+    @property
+    def user_endpoint_config(self) -> dict[str, Any] | None:
+        """Values for the endpoint's config template, as its administrators allow them."""
+        return self._user_endpoint_config
+
+    @user_endpoint_config.setter
+    def user_endpoint_config(self, value: dict[str, Any] | None) -> None:
+        self._user_endpoint_config = checked_option("user_endpoint_config", value)
+
+    @property
+    def serializer(self) -> Any:
+        """What serializes function code and arguments: a Serializer or the SDK's own."""
+        return self._serializer_given
+
+    @serializer.setter
+    def serializer(self, value: Any) -> None:
+        self._serde: Serializer = serializer_of(value)
+        self._serializer_given = value if value is not None else self._serde
+
+    @property
+    def result_serializers(self) -> list[str]:
+        """Import paths of the strategies the endpoint tries, in order, on each result."""
+        return list(self._result_serializers)
+
+    @result_serializers.setter
+    def result_serializers(self, value: Iterable[Any] | None) -> None:
+        self._result_serializers = result_serializer_paths(value)
+
+    def _options(self) -> _Options:
+        return _Options(
+            option_json("user_endpoint_config", self._user_endpoint_config),
+            option_json("resource_specification", self._resource_specification),
+            self._result_serializers,
+        )
+
     # ------------------------------------------------------------ submit
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ComputeFuture:
         """Queue fn(*args, **kwargs) for the endpoint; returns its future at once."""
@@ -156,9 +222,12 @@ class Executor(concurrent.futures.Executor):
         if not self.endpoint_id:
             raise ValueError("no endpoint_id set on this Executor")
         function = self._function_code(fn)
-        payload = pack_payload(args, kwargs)
+        payload = pack_payload(args, kwargs, self._serde.strategy_data)
         fut = ComputeFuture()
-        self._queue.put(_Queued(fut, function, payload, self.task_group_id, self.endpoint_id))
+        queued = _Queued(
+            fut, function, payload, self.task_group_id, self.endpoint_id, self._options()
+        )
+        self._queue.put(queued)
         return fut
 
     def submit_to_registered_function(
@@ -173,9 +242,12 @@ class Executor(concurrent.futures.Executor):
         if not self.endpoint_id:
             raise ValueError("no endpoint_id set on this Executor")
         fut = ComputeFuture()
-        payload = pack_payload(tuple(args or ()), kwargs or {})
+        payload = pack_payload(tuple(args or ()), kwargs or {}, self._serde.strategy_data)
         function = _Registered(function_id)
-        self._queue.put(_Queued(fut, function, payload, self.task_group_id, self.endpoint_id))
+        queued = _Queued(
+            fut, function, payload, self.task_group_id, self.endpoint_id, self._options()
+        )
+        self._queue.put(queued)
         return fut
 
     def map(
@@ -208,7 +280,8 @@ class Executor(concurrent.futures.Executor):
         if function_id:
             found = str(function_id)
         else:
-            found = self._register_code(getattr(fn, "__name__", "function"), pack_function(fn))
+            code = pack_function(fn, self._serde.strategy_code)
+            found = self._register_code(getattr(fn, "__name__", "function"), code)
         with self._lock:
             self._registered[fn] = found
         return found
@@ -250,17 +323,19 @@ class Executor(concurrent.futures.Executor):
         return str(response.function_id)
 
     def _function_code(self, fn: Callable[..., Any]) -> _Code | _Registered:
+        strategy = self._serde.strategy_code
         try:
             registered = self._registered.get(fn) if self._registered else None
-            cached = self._codes.get(fn)
+            cached = self._codes.get((fn, strategy.identifier))
         except TypeError:  # an unhashable callable
             registered = cached = None
         if registered is not None:
             return _Registered(registered)
         if cached is None:
-            cached = _Code(getattr(fn, "__name__", type(fn).__name__), pack_function(fn))
+            code = pack_function(fn, strategy)
+            cached = _Code(getattr(fn, "__name__", type(fn).__name__), code)
             try:
-                self._codes[fn] = cached
+                self._codes[(fn, strategy.identifier)] = cached
             except TypeError:
                 pass
         return cached
@@ -286,13 +361,14 @@ class Executor(concurrent.futures.Executor):
     def _submit_loop(self) -> None:
         while True:
             batch, stop = self._take_batch()
-            groups: dict[tuple[str, str], list[_Queued]] = {}
+            groups: dict[tuple[str, str, _Options], list[_Queued]] = {}
             for item in batch:
                 if not item.future.cancelled():
-                    groups.setdefault((item.task_group_id, item.endpoint_id), []).append(item)
-            for (group_id, endpoint_id), items in groups.items():
+                    key = (item.task_group_id, item.endpoint_id, item.options)
+                    groups.setdefault(key, []).append(item)
+            for (group_id, endpoint_id, options), items in groups.items():
                 try:
-                    self._send(group_id, endpoint_id, items)
+                    self._send(group_id, endpoint_id, options, items)
                 except Exception as exc:  # noqa: BLE001 - the futures carry it
                     for item in items:
                         if not item.future.done():
@@ -319,12 +395,17 @@ class Executor(concurrent.futures.Executor):
             self._function_ids[function.code] = response.function_id
         return str(response.function_id)
 
-    def _send(self, group_id: str, endpoint_id: str, items: list[_Queued]) -> None:
+    def _send(
+        self, group_id: str, endpoint_id: str, options: _Options, items: list[_Queued]
+    ) -> None:
         request = pb.SubmitRequest(
             task_group_id=group_id,
             endpoint_id=endpoint_id,
             submit_id=str(uuid.uuid4()),  # the same id on every retry: accepted once
-            result_serializers=self.result_serializers,
+            result_serializers=options.result_serializers,
+            user_endpoint_config_json=options.user_endpoint_config,
+            resource_specification_json=options.resource_specification,
+            user_runtime_json=user_runtime_json(),
             tasks=[pb.TaskSpec(function_id=self._register(i), payload=i.payload) for i in items],
         )
         watcher = self._watcher(group_id)

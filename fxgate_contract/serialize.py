@@ -27,7 +27,7 @@ import dill.source
 
 from fxgate_contract.errors import DeserializationError, SerializationError
 from fxgate_contract.framing import pack_buffers, unpack_buffers
-from fxgate_contract.strategies import BY_ID, HEADER_LENGTH
+from fxgate_contract.strategies import BY_ID, HEADER_LENGTH, Strategy
 
 __all__ = [
     "DeserializationError",
@@ -40,6 +40,7 @@ __all__ = [
     "serialize_code",
     "serialize_data",
     "serialize_result",
+    "serialize_with",
     "unpack_buffers",
 ]
 
@@ -272,13 +273,35 @@ def deserialize(text: str) -> Any:
         raise DeserializationError(f"{strategy.name} payload could not be loaded: {reason}") from e
 
 
-def pack_function(fn: Callable[..., Any]) -> str:
-    """Build the ``function_code`` of a function registration: a pack of one DillCode item."""
-    return pack_buffers([serialize_code(fn)])
+def serialize_with(obj: Any, strategy: Strategy) -> str:
+    """Serialize with one chosen strategy (fxgate_contract.serializer), as the SDK would."""
+    codec = _BY_ID[strategy.identifier]
+    try:
+        return codec.identifier + codec.dump(obj)
+    except Exception as e:
+        kind = "Code" if strategy.for_code else "Data"
+        raise SerializationError(f"{kind} serialization strategy {codec.name} failed: {e}") from e
 
 
-def pack_payload(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
-    """Build one task payload (a pack of args then kwargs), checking types as the SDK does."""
+def pack_function(fn: Callable[..., Any], strategy: Strategy | None = None) -> str:
+    """Build the ``function_code`` of a function registration: a pack of one code item.
+
+    DillCode unless another code strategy is given.
+    """
+    if strategy is None or strategy.identifier == "01\n":
+        return pack_buffers([serialize_code(fn)])
+    if not callable(fn):
+        raise TypeError(f"serialize_code needs a callable, got {type(fn).__name__}")
+    return pack_buffers([serialize_with(fn, strategy)])
+
+
+def pack_payload(
+    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], strategy: Strategy | None = None
+) -> str:
+    """Build one task payload (a pack of args then kwargs), checking types as the SDK does.
+
+    DillDataBase64 unless another data strategy is given.
+    """
     if not isinstance(args, list | tuple):
         raise TypeError(f"args: expected tuple or list, got {type(args).__name__}")
     if not isinstance(kwargs, dict):
@@ -286,7 +309,9 @@ def pack_payload(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> s
     bad_keys = [k for k in kwargs if not isinstance(k, str)]
     if bad_keys:
         raise TypeError(f"kwargs: keys must be str, got {type(bad_keys[0]).__name__}")
-    return pack_buffers([serialize_data(args), serialize_data(kwargs)])
+    if strategy is None or strategy.identifier == "00\n":
+        return pack_buffers([serialize_data(args), serialize_data(kwargs)])
+    return pack_buffers([serialize_with(args, strategy), serialize_with(kwargs, strategy)])
 
 
 def serialize_result(value: Any, result_serializers: Sequence[str] = ()) -> str:

@@ -29,20 +29,22 @@ from gateway.hub import Hub
 from gateway.loglimit import throttled
 from gateway.store.database import Store
 from gateway.store.records import (
+    NO_OPTIONS,
     AcceptedIds,
     Completion,
     GroupInfo,
     NewTask,
     PendingTask,
     TaskEvent,
+    TaskOptions,
 )
+from gateway.task_options import check_local_options, check_options
 from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
 
 LOCAL_ALIAS = "local"
 REPLAY_PAGE = 2000
-# Strategy identifiers of the Globus Compute serialization format (wire spec 4.1).
 # Functions live in their own namespace of uuid5 ids derived from their code.
 FUNCTION_NAMESPACE = uuid.UUID("6f1c1f64-7d1e-4b53-9d7e-3f0b1c2a9e11")
 # A group the daemon names for a submit that names none, derived from its submit_id,
@@ -246,6 +248,7 @@ class Gateway:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
+        options: TaskOptions = NO_OPTIONS,
     ) -> Future[tuple[str, list[str]]]:
         """Validate at once (raising), then commit and hand tasks upstream.
 
@@ -263,6 +266,11 @@ class Gateway:
         upstream, endpoint = self.route(endpoint_id)
         _check_serializers(result_serializers)
         functions_checked: set[str] = set()
+        if options != NO_OPTIONS:
+            check_options(options)
+            if upstream == "local":
+                check_local_options(options)
+            options = self.store.share_options(options)  # one object per distinct set
         for i, t in enumerate(tasks):
             self._check_task(i, t, upstream, functions_checked)
         if task_group_id:
@@ -287,16 +295,22 @@ class Gateway:
                 out.set_exception(exc)
                 return
             if not ids.retried:  # a retry's tasks went to the upstream with the first Submit
-                self.upstreams[upstream].enqueue(self._pending(ids, tasks, group, serializers))
+                pending = self._pending(ids, tasks, group, serializers, options)
+                self.upstreams[upstream].enqueue(pending)
             out.set_result((group.id, ids))
 
         # committed runs on the store-writer thread: enqueue must not block (Upstream.enqueue).
-        self.store.accept(group, tasks, submit_id, result_serializers).add_done_callback(committed)
+        accepted = self.store.accept(group, tasks, submit_id, result_serializers, options)
+        accepted.add_done_callback(committed)
         return out
 
     @staticmethod
     def _pending(
-        ids: Sequence[str], tasks: Sequence[NewTask], group: GroupInfo, serializers: tuple[str, ...]
+        ids: Sequence[str],
+        tasks: Sequence[NewTask],
+        group: GroupInfo,
+        serializers: tuple[str, ...],
+        options: TaskOptions,
     ) -> list[PendingTask]:
         """Accepted tasks as an upstream takes them; one object per distinct function id."""
         functions: dict[str, str] = {}
@@ -308,6 +322,7 @@ class Gateway:
                 functions.setdefault(t.function_id, t.function_id),
                 t.payload,
                 serializers,
+                options=options,
             )
             for tid, t in zip(ids, tasks, strict=True)
         ]

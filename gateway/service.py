@@ -31,7 +31,7 @@ from fxgate_contract.errors import FROM_DAEMON
 from gateway.core import Gateway, Status
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
 from gateway.loglimit import throttled
-from gateway.store.records import NewTask, TaskEvent
+from gateway.store.records import NewTask, TaskEvent, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,11 @@ class Servicer(pb_grpc.GatewayServicer):
         self, request: pb.SubmitRequest, context: Context
     ) -> pb.SubmitResponse:
         tasks = [NewTask(t.function_id, t.payload) for t in request.tasks]
+        options = TaskOptions(
+            request.user_endpoint_config_json,
+            request.resource_specification_json,
+            request.user_runtime_json,
+        )
         committed = await self._run(
             self.gw.submit,
             request.task_group_id,
@@ -259,6 +264,7 @@ class Servicer(pb_grpc.GatewayServicer):
             tasks,
             request.submit_id,
             list(request.result_serializers),
+            options,
         )
         group_id, ids = await asyncio.wrap_future(committed)
         return pb.SubmitResponse(task_group_id=group_id, task_ids=ids)

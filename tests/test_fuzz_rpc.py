@@ -8,6 +8,7 @@ last test checks it still runs a task and logged no traceback.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,6 +156,18 @@ def test_register_function(target: Target, data: st.DataObject) -> None:
     )
 
 
+def option_texts(target: Target) -> st.SearchStrategy[str]:
+    """A task option's JSON text: none, an object, any JSON value, or anything at all."""
+    scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=6,
+    )
+    objects = st.dictionaries(st.text(max_size=8), values, max_size=4)
+    return st.just("") | objects.map(json.dumps) | values.map(json.dumps) | texts(target)
+
+
 @st.composite
 def task_specs(draw: st.DrawFn, target: Target) -> pb.TaskSpec:
     fid = draw(st.sampled_from([target.function_id]) | ids(target))
@@ -171,6 +184,11 @@ def test_submit(target: Target, data: st.DataObject) -> None:
         tasks=data.draw(st.lists(task_specs(target), max_size=3)),
         submit_id=data.draw(st.sampled_from(["", str(uuid.uuid4())]) | ids(target)),
         result_serializers=data.draw(st.lists(texts(target), max_size=3)),
+        user_endpoint_config_json=data.draw(option_texts(target)),
+        resource_specification_json=data.draw(
+            st.sampled_from(['{"num_ranks": 2}']) | option_texts(target)
+        ),
+        user_runtime_json=data.draw(option_texts(target)),
     )
     answered(lambda: target.stub.Submit(request, timeout=30))
 

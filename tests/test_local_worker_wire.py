@@ -1,8 +1,8 @@
 """The messages between the daemon and its local workers: named, and on the wire as before.
 
 gateway/upstreams/local_worker.py's Job and Done are read by field name at
-both ends; on the wire they stay the positional JSON arrays behind a 4-byte
-length that workers of the previous release wrote and read.
+both ends; on the wire they stay positional JSON arrays behind a 4-byte
+length (a Job's sixth element, its resource_specification, is the newest).
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ def framed(body: bytes) -> bytes:
 
 
 def test_a_batch_of_jobs_is_a_json_array_of_positional_arrays() -> None:
-    batch = [Job("t1", "f1", "1\ncode", "payload", ["a.JSONData"]), Job("t2", "f1", "", "p2", [])]
-    expected = b'[["t1","f1","1\\ncode","payload",["a.JSONData"]],["t2","f1","","p2",[]]]'
+    batch = [
+        Job("t1", "f1", "1\ncode", "payload", ["a.JSONData"], '{"num_ranks": 2}'),
+        Job("t2", "f1", "", "p2", [], ""),
+    ]
+    expected = (
+        b'[["t1","f1","1\\ncode","payload",["a.JSONData"],"{\\"num_ranks\\": 2}"],'
+        b'["t2","f1","","p2",[],""]]'
+    )
     assert encode(batch) == framed(expected)
     decoded = [Job.from_json(item) for item in json.loads(expected)]
     assert decoded == batch
     assert decoded[0].function_code == "1\ncode" and decoded[1].result_serializers == []
+    assert decoded[0].resource_specification == '{"num_ranks": 2}'
 
 
 def test_an_outcome_is_one_positional_array() -> None:

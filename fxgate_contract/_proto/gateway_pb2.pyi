@@ -47,18 +47,24 @@ class TaskSpec(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("task_group_id", "endpoint_id", "tasks", "submit_id", "result_serializers")
+    __slots__ = ("task_group_id", "endpoint_id", "tasks", "submit_id", "result_serializers", "user_endpoint_config_json", "resource_specification_json", "user_runtime_json")
     TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_SERIALIZERS_FIELD_NUMBER: _ClassVar[int]
+    USER_ENDPOINT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_SPECIFICATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    USER_RUNTIME_JSON_FIELD_NUMBER: _ClassVar[int]
     task_group_id: str
     endpoint_id: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
     submit_id: str
     result_serializers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., submit_id: _Optional[str] = ..., result_serializers: _Optional[_Iterable[str]] = ...) -> None: ...
+    user_endpoint_config_json: str
+    resource_specification_json: str
+    user_runtime_json: str
+    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., submit_id: _Optional[str] = ..., result_serializers: _Optional[_Iterable[str]] = ..., user_endpoint_config_json: _Optional[str] = ..., resource_specification_json: _Optional[str] = ..., user_runtime_json: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("task_group_id", "task_ids")

@@ -3,7 +3,8 @@
 - ``records``: the domain types (tasks, completions, events, groups) that the
   hub and the upstreams share with the store; no SQLAlchemy, so importing them
   loads no database code.
-- ``tables``: the SQL schema.
+- ``tables``: the SQL schema (and the one column added since the first release).
+- ``options``: task option sets, keyed by content, one shared object per set.
 - ``sql``: small SQL helpers (IN-list chunks, executemany of a compiled
   statement, library errors converted to the daemon's).
 - ``counters``: counts by state, of groups and of quarantined messages, kept in

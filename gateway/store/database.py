@@ -20,16 +20,19 @@ from fxgate_contract.states import TaskState
 from gateway.errors import StoreUnavailable
 from gateway.store import reads, writes
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, Counters
+from gateway.store.options import SharedOptions, options_key
 from gateway.store.records import (
+    NO_OPTIONS,
     AcceptedIds,
     Completion,
     GroupInfo,
     NewTask,
     PendingTask,
     TaskEvent,
+    TaskOptions,
 )
 from gateway.store.sql import translate
-from gateway.store.tables import METADATA
+from gateway.store.tables import METADATA, add_options_column
 from gateway.store.writer import Transaction, Writer
 
 T = TypeVar("T")
@@ -64,12 +67,14 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_ms))
         self._counters = Counters()  # own lock: the writer updates, any thread reads
         self._writer = Writer(self.engine, self._counters, max_batch=max_batch)
+        self._options = SharedOptions()  # any thread (see SharedOptions)
 
     # ----------------------------------------------------------------- life
     def open(self) -> None:
         """Create the schema if needed and start the writer."""
         try:
             METADATA.create_all(self.engine)
+            add_options_column(self.engine)
             with self.engine.connect() as conn:
                 last_seq, counts = reads.opening_state(conn)
         except SQLAlchemyError as exc:
@@ -110,6 +115,7 @@ class Store:
         tasks: Sequence[NewTask],
         submit_id: str,
         result_serializers: Sequence[str],
+        options: TaskOptions = NO_OPTIONS,
     ) -> Future[AcceptedIds]:
         """Store new tasks (and their group, if new); a repeated submit_id returns the first ids
         (marked `retried`).
@@ -117,10 +123,17 @@ class Store:
         Whether the group exists is decided here, in the writer, so concurrent
         first submits to one new group create it once. A submit_id seen before
         is accepted only as an exact retry of its batch: same group, same number
-        of tasks, same function for each.
+        of tasks, same function for each, same options.
         """
         serializers = "\n".join(result_serializers)
-        return self.write(lambda tx: writes.accept(tx, group, tasks, submit_id, serializers))
+        stored = (options_key(options), options)
+        return self.write(
+            lambda tx: writes.accept(tx, group, tasks, submit_id, serializers, stored)
+        )
+
+    def share_options(self, options: TaskOptions) -> TaskOptions:
+        """The one object this store hands out for options equal to these (Submit's, read back)."""
+        return self._options.share(options_key(options), options)
 
     def complete(
         self, completions: Sequence[Completion]
@@ -220,7 +233,7 @@ class Store:
         Payloads stay in the store until a task is sent (Store.payloads): a
         restart with gigabytes queued must not load them all.
         """
-        return self._read(lambda c: reads.unfinished(c, upstream, after_id, limit))
+        return self._read(lambda c: reads.unfinished(c, upstream, after_id, limit, self._options))
 
     def payloads(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Stored payloads of tasks (task id -> payload); a finished task has none."""

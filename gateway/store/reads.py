@@ -17,9 +17,10 @@ from sqlalchemy import Connection, func, select
 
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, CountKey
-from gateway.store.records import GroupInfo, PendingTask, TaskEvent
+from gateway.store.options import SharedOptions
+from gateway.store.records import GroupInfo, PendingTask, TaskEvent, TaskOptions
 from gateway.store.sql import AnyRow, chunks
-from gateway.store.tables import FUNCTIONS, GROUPS, QUARANTINE, REGISTRATIONS, TASKS
+from gateway.store.tables import FUNCTIONS, GROUPS, QUARANTINE, REGISTRATIONS, TASK_OPTIONS, TASKS
 
 EVENT_COLUMNS = (
     TASKS.c.id,
@@ -202,7 +203,27 @@ def upstream_task_ids(conn: Connection, group_id: str) -> dict[str, str]:
     return {task_id: upstream_id for task_id, upstream_id in rows}
 
 
-def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> list[PendingTask]:
+def _options(conn: Connection, keys: set[str], shared: SharedOptions) -> dict[str, TaskOptions]:
+    """The option sets of a page of tasks by key, each read from the table once per process."""
+    found = {key: options for key in keys if (options := shared.get(key)) is not None}
+    missing = sorted(keys - found.keys())
+    query = select(
+        TASK_OPTIONS.c.key,
+        TASK_OPTIONS.c.user_endpoint_config,
+        TASK_OPTIONS.c.resource_specification,
+        TASK_OPTIONS.c.user_runtime,
+    )
+    for part in chunks(missing):
+        for key, config, resources, runtime in conn.execute(
+            query.where(TASK_OPTIONS.c.key.in_(part))
+        ):
+            found[key] = shared.share(key, TaskOptions(config, resources, runtime))
+    return found
+
+
+def unfinished(
+    conn: Connection, upstream: str, after_id: str, limit: int, option_sets: SharedOptions
+) -> list[PendingTask]:
     """Unfinished tasks of one upstream's groups, in pages by task id, without payloads."""
     rows = conn.execute(
         select(
@@ -214,6 +235,7 @@ def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> li
             TASKS.c.state,
             TASKS.c.upstream_task_id,
             func.length(TASKS.c.payload).label("payload_size"),
+            TASKS.c.options_key,
         )
         .join(GROUPS, GROUPS.c.id == TASKS.c.group_id)
         .where(GROUPS.c.upstream == upstream)
@@ -224,6 +246,7 @@ def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> li
     ).all()
     shared: dict[str, str] = {}  # one object per distinct group, endpoint, function
     serializers: dict[str, tuple[str, ...]] = {}
+    options = _options(conn, {row[-1] for row in rows}, option_sets)
     return [
         PendingTask(
             task_id,
@@ -235,6 +258,7 @@ def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> li
             TaskState(state),
             upstream_task_id,
             payload_size or 0,
+            options[options_key],
         )
         for (
             task_id,
@@ -245,6 +269,7 @@ def unfinished(conn: Connection, upstream: str, after_id: str, limit: int) -> li
             state,
             upstream_task_id,
             payload_size,
+            options_key,
         ) in rows
     ]
 

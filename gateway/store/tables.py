@@ -9,7 +9,20 @@ and the ORM would cost each query its per-execution setup and the daemon
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
 
 METADATA = MetaData()
 
@@ -60,6 +73,8 @@ TASKS = Table(
     Column("function_id", String(36), nullable=False),
     Column("payload", Text),
     Column("result_serializers", Text, nullable=False, default=""),
+    # TASK_OPTIONS.key of the task's options; "" when it has none.
+    Column("options_key", String(64), nullable=False, default="", server_default=""),
     Column("state", Integer, nullable=False, index=True),
     # "<submit_id>:<index>": makes a retried Submit accept nothing twice.
     Column("submit_key", String(80), nullable=False, unique=True),
@@ -75,6 +90,18 @@ TASKS = Table(
     Index("ix_tasks_group_seq", "group_id", "seq"),
 )
 
+# What tasks tell their endpoint beside function and payload (records.TaskOptions),
+# each distinct set once, under a SHA-256 of its content (store/options.py).
+TASK_OPTIONS = Table(
+    "task_options",
+    METADATA,
+    Column("key", String(64), primary_key=True),
+    Column("user_endpoint_config", Text, nullable=False),
+    Column("resource_specification", Text, nullable=False),
+    Column("user_runtime", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
 # A broker message that could not be used, kept for a person to look at.
 QUARANTINE = Table(
     "quarantine",
@@ -85,3 +112,16 @@ QUARANTINE = Table(
     Column("body", LargeBinary, nullable=False),
     Column("received_at", Float, nullable=False),
 )
+
+
+def add_options_column(engine: Engine) -> None:
+    """Give a tasks table made before task options its options_key column (create_all won't).
+
+    Runs at open, before the writer starts; existing tasks get "" (no options).
+    """
+    if any(c["name"] == "options_key" for c in inspect(engine).get_columns("tasks")):
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            text("ALTER TABLE tasks ADD COLUMN options_key VARCHAR(64) NOT NULL DEFAULT ''")
+        )

@@ -18,9 +18,24 @@ from sqlalchemy import bindparam, delete, func, insert, literal_column, null, se
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.errors import InvalidRequest, NotFound
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
-from gateway.store.records import AcceptedIds, Completion, GroupInfo, NewTask, TaskEvent
+from gateway.store.records import (
+    AcceptedIds,
+    Completion,
+    GroupInfo,
+    NewTask,
+    TaskEvent,
+    TaskOptions,
+)
 from gateway.store.sql import AnyRow, binds, chunks
-from gateway.store.tables import FUNCTIONS, GROUPS, META, QUARANTINE, REGISTRATIONS, TASKS
+from gateway.store.tables import (
+    FUNCTIONS,
+    GROUPS,
+    META,
+    QUARANTINE,
+    REGISTRATIONS,
+    TASK_OPTIONS,
+    TASKS,
+)
 from gateway.store.writer import Transaction
 
 # The hot writes, compiled once (Transaction.executemany) and fed plain tuples
@@ -32,6 +47,7 @@ ACCEPT_COLUMNS = (
     "function_id",
     "payload",
     "result_serializers",
+    "options_key",
     "state",
     "submit_key",
     "error_code",
@@ -100,15 +116,21 @@ def register_function(tx: Transaction, function_id: str, name: str, code: str) -
 
 
 def accept(
-    tx: Transaction, group: GroupInfo, tasks: Sequence[NewTask], submit_id: str, serializers: str
+    tx: Transaction,
+    group: GroupInfo,
+    tasks: Sequence[NewTask],
+    submit_id: str,
+    serializers: str,
+    options: tuple[str, TaskOptions],
 ) -> AcceptedIds:
-    """New tasks (and their group, if new); see Store.accept."""
+    """New tasks (and their group, if new); see Store.accept. options: (key, options)."""
     conn = tx.conn
     keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
     first = conn.execute(select(TASKS.c.id).where(TASKS.c.submit_key == keys[0])).scalar()
     if first is not None:  # a retry of a batch committed before
-        return _retried(tx, group, tasks, submit_id, keys)
+        return _retried(tx, group, tasks, submit_id, keys, options[0])
     now = time.time()
+    options_key = _store_options(tx, *options, now)
     tx.count(TaskState.ACCEPTED, len(tasks))
     known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
     if known is not None and known != group.upstream:
@@ -136,32 +158,61 @@ def accept(
         ACCEPT_COLUMNS,
         [
             (tid, group.id, group.endpoint_id, t.function_id, t.payload, serializers)
-            + (accepted, key, "", "", "", now)
+            + (options_key, accepted, key, "", "", "", now)
             for tid, t, key in zip(ids, tasks, keys, strict=True)
         ],
     )
     return ids
 
 
+def _store_options(tx: Transaction, key: str, options: TaskOptions, now: float) -> str:
+    """Store an option set once (one lookup per Submit that has options); its key."""
+    if (
+        key
+        and tx.conn.execute(select(TASK_OPTIONS.c.key).where(TASK_OPTIONS.c.key == key)).first()
+        is None
+    ):
+        tx.conn.execute(
+            insert(TASK_OPTIONS).values(
+                key=key,
+                user_endpoint_config=options.user_endpoint_config,
+                resource_specification=options.resource_specification,
+                user_runtime=options.user_runtime,
+                created_at=now,
+            )
+        )
+    return key
+
+
 def _retried(
-    tx: Transaction, group: GroupInfo, tasks: Sequence[NewTask], submit_id: str, keys: list[str]
+    tx: Transaction,
+    group: GroupInfo,
+    tasks: Sequence[NewTask],
+    submit_id: str,
+    keys: list[str],
+    options_key: str,
 ) -> AcceptedIds:
     """The task ids of an earlier batch with this submit_id, if this is an exact retry."""
-    stored: dict[str, AnyRow] = {}  # submit key -> (id, group_id, function_id)
-    query = select(TASKS.c.submit_key, TASKS.c.id, TASKS.c.group_id, TASKS.c.function_id)
+    stored: dict[str, AnyRow] = {}  # submit key -> (id, group_id, function_id, options_key)
+    query = select(
+        TASKS.c.submit_key, TASKS.c.id, TASKS.c.group_id, TASKS.c.function_id, TASKS.c.options_key
+    )
     for part in chunks([*keys, f"{submit_id}:{len(keys)}"]):
         for row in tx.conn.execute(query.where(TASKS.c.submit_key.in_(part))):
             stored[row.submit_key] = row
     first_group = stored[keys[0]].group_id
     same = len(stored) == len(keys) and all(
-        k in stored and stored[k].group_id == group.id and stored[k].function_id == t.function_id
+        k in stored
+        and stored[k].group_id == group.id
+        and stored[k].function_id == t.function_id
+        and stored[k].options_key == options_key
         for k, t in zip(keys, tasks, strict=True)
     )
     if not same:
         raise InvalidRequest(
             f"submit_id {submit_id} was already used for another batch (in task group "
-            f"{first_group}); a retry must repeat it exactly (same task group, tasks and "
-            "functions), and a new batch needs a new submit_id"
+            f"{first_group}); a retry must repeat it exactly (same task group, tasks, "
+            "functions and options), and a new batch needs a new submit_id"
         )
     ids = AcceptedIds(stored[k].id for k in keys)
     ids.retried = True

@@ -459,7 +459,16 @@ class LocalUpstream:
                 except KeyError:
                     code = ""
                 worker.known_functions.add(t.function_id)
-            batch.append(Job(t.task_id, t.function_id, code, payload, list(t.result_serializers)))
+            batch.append(
+                Job(
+                    t.task_id,
+                    t.function_id,
+                    code,
+                    payload,
+                    list(t.result_serializers),
+                    t.options.resource_specification,
+                )
+            )
             worker.inflight_bytes += size
         if not worker.inflight:
             worker.started = time.monotonic()

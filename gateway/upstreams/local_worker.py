@@ -46,6 +46,9 @@ class Job(NamedTuple):
     function_code: str  # "" once this worker was sent the function's code
     payload: str
     result_serializers: list[str]
+    # The task's resource_specification as JSON text ("" when none), for MPI
+    # tasks; its keys were checked at Submit (gateway/task_options.py).
+    resource_specification: str
 
     @classmethod
     def from_json(cls, item: Any) -> Job:

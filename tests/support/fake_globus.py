@@ -299,7 +299,8 @@ class FakeGlobus:
     they only grow): `requests_received`, `requests_by_route`,
     `submits_received` (every submit POST, faulted ones included),
     `submits_accepted`, `faults_injected`, `tasks_per_endpoint`, `accepted`
-    (every AcceptedTask in order).
+    (every AcceptedTask in order), `submit_bodies` (every submit body that got
+    past fault injection, as received: read it with `submit_bodies_since`).
     """
 
     def __init__(
@@ -341,6 +342,8 @@ class FakeGlobus:
         self.requests_by_route: Counter[str] = Counter()
         self.submits_received = 0
         self.submits_accepted = 0
+        # Every submit body as received (JSON-decoded), in order: what a client sent.
+        self.submit_bodies: list[JSON] = []
         self.faults_injected = 0
         self.tasks_per_endpoint: Counter[str] = Counter()
         self.accepted: list[AcceptedTask] = []
@@ -479,6 +482,16 @@ class FakeGlobus:
                 "results_published": self._publisher.published,
                 "mode": self.mode,
             }
+
+    def submit_bodies_since(self, start: int) -> list[JSON]:
+        """The submit bodies received after the first `start` ones."""
+        with self._cond:
+            return list(self.submit_bodies[start:])
+
+    def registered_code(self, function_id: str) -> str:
+        """The function_code a client registered under this id."""
+        with self._cond:
+            return self._functions[function_id]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
         """Block until predicate() (evaluated under the state lock) holds, or timeout."""
@@ -679,6 +692,9 @@ class FakeGlobus:
     # ------------------------------------------------------------ submit
 
     def _submit(self, endpoint_id: str, body: JSON) -> JSON:
+        with self._cond:
+            self.submit_bodies.append(body)
+            self._cond.notify_all()
         ep = _parse_uuid(endpoint_id, "endpoint_id")
         tasks = _validate_tasks(body.get("tasks"))
         serializers = _validate_serializers(body.get("result_serializers"))

@@ -30,7 +30,7 @@ from typing import Any
 from fxgate_contract.states import TaskState
 from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
-from gateway.store.records import Completion, PendingTask
+from gateway.store.records import Completion, PendingTask, TaskOptions
 from gateway.upstreams.base import (
     PayloadBudget,
     ResultSource,
@@ -52,12 +52,13 @@ SWEEP_INTERVAL_S = 30.0
 SUBMIT_BYTES = 16 * 1024 * 1024
 
 
-# What the tasks of one submit request share: group, endpoint, result serializers.
-BatchKey = tuple[str, str, tuple[str, ...]]
+# What the tasks of one submit request share: group, endpoint, result serializers and
+# options (tasks with equal options share one TaskOptions object: its hash is cheap).
+BatchKey = tuple[str, str, tuple[str, ...], TaskOptions]
 
 
 def _batch_key(t: PendingTask) -> BatchKey:
-    return (t.group_id, t.endpoint_id, t.result_serializers)
+    return (t.group_id, t.endpoint_id, t.result_serializers, t.options)
 
 
 class GlobusUpstream:
@@ -326,6 +327,7 @@ class GlobusUpstream:
             upstream_group,
             {fid: [payload for _, payload in tps] for fid, tps in by_function.items()},
             list(first.result_serializers),
+            first.options,
         )
         if upstream_group is None:
             upstream_group = reply.task_group_id

@@ -11,9 +11,9 @@ carries the service's own message.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,9 +29,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from fxgate_contract.runtime import SDK_VERSION
 from gateway import __version__
 from gateway.config import GlobusSettings
 from gateway.errors import ConfigError, UpstreamError
+from gateway.store.records import NO_OPTIONS, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +182,7 @@ class WebService:
             "function_code": code,
             "meta": {
                 "python_version": platform.python_version(),
-                "sdk_version": f"fxgate-{__version__}",
+                "sdk_version": SDK_VERSION,  # a PEP 440 version, as the SDK sends its own
                 "serde_identifier": code.split("\n", 2)[1][:2] if "\n" in code else "01",
             },
         }
@@ -192,18 +194,25 @@ class WebService:
         task_group_id: str | None,
         tasks: dict[str, list[str]],
         result_serializers: list[str],
+        options: TaskOptions = NO_OPTIONS,
     ) -> SubmitResult:
-        body: dict[str, Any] = {
-            "tasks": tasks,
-            "create_queue": True,
-            "user_runtime": {
-                "globus_compute_sdk_version": f"fxgate-{__version__}",
-                "python_version": sys.version,
-                "python": {"version": platform.python_version()},
-            },
-        }
+        """POST one v3 batch, its body built as the SDK's Batch.prepare builds it.
+
+        The options are the JSON objects the client sent (checked at Submit):
+        empty ones are left out, as the SDK leaves them out; user_runtime is
+        the client's own (the process that serialized the function).
+        """
+        body: dict[str, Any] = {"create_queue": True, "tasks": tasks}
         if task_group_id:
             body["task_group_id"] = task_group_id
+        for key, text in (
+            ("resource_specification", options.resource_specification),
+            ("user_endpoint_config", options.user_endpoint_config),
+            ("user_runtime", options.user_runtime),
+        ):
+            value = json.loads(text) if text else None
+            if value:
+                body[key] = value
         if result_serializers:
             body["result_serializers"] = result_serializers
         reply = self._request("POST", f"/v3/endpoints/{endpoint_id}/submit", body)
