@@ -19,6 +19,7 @@ from typing import Any
 
 from client import registration
 from client.connection import Connection
+from client.errors import NotOffered
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
@@ -32,19 +33,8 @@ log = logging.getLogger(__name__)
 SUBMITTERS = 3
 # Bytes of payload per Submit call (the daemon accepts 64 MB messages).
 BATCH_BYTES = 16 * 1024 * 1024
-# Keyword arguments of the SDK's Executor that have no meaning here.
-IGNORED_SDK_KWARGS = frozenset(
-    {
-        "client",
-        "funcx_client",
-        "container_id",
-        "amqp_port",
-        "api_burst_limit",
-        "api_burst_window_s",
-        "batch_interval",
-        "batch_enabled",
-    }
-)
+# funcX's keywords that change nothing in a task (a client object; its deprecated batching).
+IGNORED_SDK_KWARGS = frozenset({"funcx_client", "container_id", "batch_interval", "batch_enabled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,31 +80,46 @@ class Executor(concurrent.futures.Executor):
     def __init__(
         self,
         endpoint_id: str | uuid.UUID | None = None,
+        client: Any = None,
         task_group_id: str | uuid.UUID | None = None,
-        address: str | None = None,
-        batch_size: int = 1024,
-        label: str = "",
-        result_serializers: Iterable[Any] | None = None,
         resource_specification: dict[str, Any] | None = None,
         user_endpoint_config: dict[str, Any] | None = None,
+        label: str = "",
+        batch_size: int = 1024,
+        amqp_port: int | None = None,
+        api_burst_limit: int = 4,
+        api_burst_window_s: int = 16,
         serializer: Any = None,
+        result_serializers: Iterable[Any] | None = None,
+        *,
+        address: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """The SDK's parameters in the SDK's order (docs/sdk-parity.md says what each does
+        here); `address`: the daemon's, as the client resolves it by default."""
         unknown = set(kwargs) - IGNORED_SDK_KWARGS
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        if kwargs.get("container_id") is not None:  # it would change where a task runs
+            raise NotOffered(
+                "container_id: funcX containers are gone from Globus Compute, and fxgate "
+                "cannot run a task in one; configure the container on the endpoint"
+            )
         # Checked at once, as the SDK does; each task takes the values current at its submit().
         self.resource_specification = resource_specification
         self.user_endpoint_config = user_endpoint_config
         # The SDK's Executor serializes with its Client's serializer unless given one.
-        self.serializer = serializer or getattr(kwargs.get("client"), "fx_serializer", None)
+        self.serializer = serializer or getattr(client, "fx_serializer", None)
+        # The daemon batches Submit calls and holds the web-service client: the SDK's
+        # burst limits are the daemon's business (kept for scripts that read them).
+        self.api_burst_limit, self.api_burst_window_s = api_burst_limit, api_burst_window_s
         self.endpoint_id = endpoint_id
         self.task_group_id = task_group_id  # None: a new group (the setter)
         self.label = label
         self.batch_size = max(1, batch_size)
         self.result_serializers = result_serializers
         self.task_count_submitted = 0
-        self._amqp_port: int | None = kwargs.get("amqp_port")
+        self._amqp_port = amqp_port
         self._conn = Connection(address)
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._codes: dict[tuple[Callable[..., Any], str], _Code] = {}  # by (fn, strategy id)

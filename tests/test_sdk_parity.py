@@ -6,8 +6,7 @@ four classes and fails on any that fxgate's counterpart neither implements
 (same name; positional parameters with the same names in the same order;
 keyword-only ones by name; *args and **kwargs where the SDK has them) nor
 lists, with a reason, in the table of deliberate differences in
-docs/sdk-parity.md. Rows marked "in progress: <branch>" are accepted too:
-another change is building them.
+docs/sdk-parity.md.
 """
 
 from __future__ import annotations
