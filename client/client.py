@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from client.connection import Connection
-from client.errors import TaskPending
+from client.errors import TaskPending, refuse_uncarried
 from client.futures import ComputeFuture, resolve
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.serialize import pack_function, pack_payload
@@ -51,7 +51,8 @@ class Batch:
 class Client:
     """Direct calls to the daemon, one per method."""
 
-    def __init__(self, address: str | None = None, task_group_id: str | None = None, **_: Any):
+    def __init__(self, address: str | None = None, task_group_id: str | None = None, **sdk: Any):
+        refuse_uncarried("Client", sdk)  # the SDK's other keywords name its service: unused
         self._conn = Connection(address)
         self.session_task_group_id = str(task_group_id or uuid.uuid4())
 
@@ -82,8 +83,9 @@ class Client:
         return str(response.function_id)
 
     def create_batch(
-        self, task_group_id: str | None = None, result_serializers: Iterable[str] = (), **_: Any
+        self, task_group_id: str | None = None, result_serializers: Iterable[str] = (), **sdk: Any
     ) -> Batch:
+        refuse_uncarried("create_batch", sdk)
         return Batch(str(task_group_id or self.session_task_group_id), result_serializers)
 
     def batch_run(self, *args: Any) -> Any:

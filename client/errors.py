@@ -30,6 +30,7 @@ __all__ = [
     "FxgateError",
     "GatewayUnavailable",
     "MaxResultSizeExceeded",
+    "NotOffered",
     "RequestRefused",
     "SerdeError",
     "SerializationError",
@@ -146,3 +147,33 @@ class RequestRefused(FxgateError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class NotOffered(FxgateError, NotImplementedError):
+    """An SDK option fxgate cannot honour yet: refused, never accepted and dropped.
+
+    On a multi-user endpoint a dropped resource_specification or
+    user_endpoint_config would run the job with the wrong account or node count.
+    """
+
+
+# Options that decide where and how a task runs, which this fxgate does not carry yet.
+UNCARRIED_OPTIONS = (
+    "resource_specification",
+    "user_endpoint_config",
+    "serializer",
+    "code_serialization_strategy",
+    "data_serialization_strategy",
+    "container_id",
+)
+
+
+def refuse_uncarried(where: str, given: dict[str, Any]) -> None:
+    """NotOffered for the first option in `given` that is set (not None)."""
+    for name in UNCARRIED_OPTIONS:
+        if given.get(name) is not None:
+            raise NotOffered(
+                f"{where}: {name} is not carried to the endpoint by this fxgate yet; "
+                "it is refused rather than dropped (leave it unset, or use the Globus "
+                "Compute SDK for this task)"
+            )

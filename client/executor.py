@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.connection import Connection
+from client.errors import refuse_uncarried
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
@@ -86,6 +87,7 @@ class Executor(concurrent.futures.Executor):
         unknown = set(kwargs) - IGNORED_SDK_KWARGS
         if unknown:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        refuse_uncarried("Executor", kwargs)
         self.endpoint_id = str(endpoint_id) if endpoint_id is not None else None
         # A new group id is chosen here (as funcX did), so a script can save it
         # before its first task is even sent.
@@ -116,6 +118,31 @@ class Executor(concurrent.futures.Executor):
         return self._conn.address
 
     # ------------------------------------------------------------ submit
+    # SDK options this fxgate does not carry yet: readable (None), refused when set.
+    @property
+    def resource_specification(self) -> None:
+        return None
+
+    @resource_specification.setter
+    def resource_specification(self, value: object) -> None:
+        refuse_uncarried("Executor", {"resource_specification": value})
+
+    @property
+    def user_endpoint_config(self) -> None:
+        return None
+
+    @user_endpoint_config.setter
+    def user_endpoint_config(self, value: object) -> None:
+        refuse_uncarried("Executor", {"user_endpoint_config": value})
+
+    @property
+    def serializer(self) -> None:
+        return None
+
+    @serializer.setter
+    def serializer(self, value: object) -> None:
+        refuse_uncarried("Executor", {"serializer": value})
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ComputeFuture:
         """Queue fn(*args, **kwargs) for the endpoint; returns its future at once."""
         if self._shutdown:

@@ -122,3 +122,27 @@ def test_sdk_error_names_catch_what_the_sdks_do() -> None:
     with pytest.raises(ComputeError):
         raise VersionMismatch("endpoint 3.11, client 3.12")
     assert "3.11" in str(VersionMismatch("endpoint 3.11, client 3.12"))
+
+
+@pytest.mark.parametrize(
+    "option", ["resource_specification", "user_endpoint_config", "serializer", "container_id"]
+)
+def test_sdk_options_not_carried_are_refused_not_dropped(option: str) -> None:
+    """On a multi-user endpoint a dropped option runs the job wrongly: refuse it loudly."""
+    from client import Client, Executor, NotOffered
+
+    with pytest.raises(NotOffered, match=option):
+        Executor(endpoint_id="local", address="unix:///nonexistent.sock", **{option: {"a": 1}})
+    ex = Executor(endpoint_id="local", address="unix:///nonexistent.sock", label="x")
+    try:
+        if option != "container_id":
+            with pytest.raises(NotOffered, match=option):
+                setattr(ex, option, {"a": 1})
+            setattr(ex, option, None)  # unset stays allowed
+    finally:
+        ex.shutdown(wait=False)
+    with pytest.raises(NotOffered, match="code_serialization_strategy"):
+        Client(address="unix:///nonexistent.sock", code_serialization_strategy=object())
+    with Client(address="unix:///nonexistent.sock") as c:
+        with pytest.raises(NotOffered, match="user_endpoint_config"):
+            c.create_batch(user_endpoint_config={"account": "x"})
