@@ -122,3 +122,11 @@ def test_sdk_error_names_catch_what_the_sdks_do() -> None:
     with pytest.raises(ComputeError):
         raise VersionMismatch("endpoint 3.11, client 3.12")
     assert "3.11" in str(VersionMismatch("endpoint 3.11, client 3.12"))
+
+
+def test_funcx_container_id_is_refused_not_dropped() -> None:
+    """A container would change where a task runs: refused loudly, never dropped."""
+    from client import Executor, NotOffered
+
+    with pytest.raises(NotOffered, match="container_id"):
+        Executor(endpoint_id="local", address="unix:///nonexistent.sock", container_id="c")
