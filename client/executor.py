@@ -118,6 +118,7 @@ class Executor(concurrent.futures.Executor):
         self.label = label
         self.batch_size = max(1, batch_size)
         self.result_serializers = result_serializers
+        self._plain_options = _Options("", "", self._result_serializers)  # see _options()
         self.task_count_submitted = 0
         self._amqp_port = amqp_port
         self._conn = Connection(address)
@@ -213,6 +214,13 @@ class Executor(concurrent.futures.Executor):
         self._result_serializers = result_serializer_paths(value)
 
     def _options(self) -> _Options:
+        """The options a task submitted now carries, read at each submit(): a dict the
+        script changes in place after setting it counts from the next task on."""
+        if self._user_endpoint_config is None and self._resource_specification is None:
+            # The usual case, built once per result_serializers (nothing to re-encode).
+            if self._plain_options.result_serializers != self._result_serializers:
+                self._plain_options = _Options("", "", self._result_serializers)
+            return self._plain_options
         return _Options(
             option_json("user_endpoint_config", self._user_endpoint_config),
             option_json("resource_specification", self._resource_specification),

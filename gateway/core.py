@@ -267,10 +267,15 @@ class Gateway:
         _check_serializers(result_serializers)
         functions_checked: set[str] = set()
         if options != NO_OPTIONS:
-            check_options(options)
+            # A set seen before was checked then: Submits repeat one set (each
+            # carries the client's user_runtime), so most skip the JSON parsing.
+            shared = self.store.known_options(options)
+            if shared is None:
+                check_options(options)
+                shared = self.store.share_options(options)  # one object per distinct set
             if upstream == "local":
-                check_local_options(options)
-            options = self.store.share_options(options)  # one object per distinct set
+                check_local_options(shared)
+            options = shared
         for i, t in enumerate(tasks):
             self._check_task(i, t, upstream, functions_checked)
         if task_group_id:

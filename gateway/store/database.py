@@ -68,6 +68,9 @@ class Store:
         self._counters = Counters()  # own lock: the writer updates, any thread reads
         self._writer = Writer(self.engine, self._counters, max_batch=max_batch)
         self._options = SharedOptions()  # any thread (see SharedOptions)
+        # Option-set keys committed to task_options (rows never deleted), so a
+        # Submit repeating a set skips the lookup. Owned by the store-writer thread.
+        self._stored_option_keys: set[str] = set()
 
     # ----------------------------------------------------------------- life
     def open(self) -> None:
@@ -127,13 +130,18 @@ class Store:
         """
         serializers = "\n".join(result_serializers)
         stored = (options_key(options), options)
+        known = self._stored_option_keys
         return self.write(
-            lambda tx: writes.accept(tx, group, tasks, submit_id, serializers, stored)
+            lambda tx: writes.accept(tx, group, tasks, submit_id, serializers, stored, known)
         )
 
     def share_options(self, options: TaskOptions) -> TaskOptions:
         """The one object this store hands out for options equal to these (Submit's, read back)."""
         return self._options.share(options_key(options), options)
+
+    def known_options(self, options: TaskOptions) -> TaskOptions | None:
+        """The object already handed out for options equal to these, if any."""
+        return self._options.get(options_key(options))
 
     def complete(
         self, completions: Sequence[Completion]

@@ -122,15 +122,17 @@ def accept(
     submit_id: str,
     serializers: str,
     options: tuple[str, TaskOptions],
+    stored_keys: set[str],
 ) -> AcceptedIds:
-    """New tasks (and their group, if new); see Store.accept. options: (key, options)."""
+    """New tasks (and their group, if new); see Store.accept. options: (key, options);
+    stored_keys: option keys known to be committed (the store-writer's own set)."""
     conn = tx.conn
     keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
     first = conn.execute(select(TASKS.c.id).where(TASKS.c.submit_key == keys[0])).scalar()
     if first is not None:  # a retry of a batch committed before
         return _retried(tx, group, tasks, submit_id, keys, options[0])
     now = time.time()
-    options_key = _store_options(tx, *options, now)
+    options_key = _store_options(tx, *options, now, stored_keys)
     tx.count(TaskState.ACCEPTED, len(tasks))
     known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
     if known is not None and known != group.upstream:
@@ -165,13 +167,14 @@ def accept(
     return ids
 
 
-def _store_options(tx: Transaction, key: str, options: TaskOptions, now: float) -> str:
-    """Store an option set once (one lookup per Submit that has options); its key."""
-    if (
-        key
-        and tx.conn.execute(select(TASK_OPTIONS.c.key).where(TASK_OPTIONS.c.key == key)).first()
-        is None
-    ):
+def _store_options(
+    tx: Transaction, key: str, options: TaskOptions, now: float, stored_keys: set[str]
+) -> str:
+    """Store an option set once (a lookup only for a set not yet known committed); its key."""
+    if not key or key in stored_keys:
+        return key
+    tx.after_commit(lambda: stored_keys.add(key))
+    if tx.conn.execute(select(TASK_OPTIONS.c.key).where(TASK_OPTIONS.c.key == key)).first() is None:
         tx.conn.execute(
             insert(TASK_OPTIONS).values(
                 key=key,
