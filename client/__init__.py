@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from client.executor import Executor, FuncXExecutor
     from client.futures import ComputeFuture, FuncXFuture
+    from client.shell import MPIFunction, ShellFunction, ShellResult
 
     FuncxTaskExecutionFailed = TaskExecutionFailed
 
@@ -55,6 +56,9 @@ _HOMES = {
     "FuncXExecutor": "client.executor",
     "ComputeFuture": "client.futures",
     "FuncXFuture": "client.futures",
+    "MPIFunction": "client.shell",
+    "ShellFunction": "client.shell",
+    "ShellResult": "client.shell",
 }
 
 __all__ = [
@@ -71,10 +75,13 @@ __all__ = [
     "FuncxTaskExecutionFailed",
     "FxgateError",
     "GatewayUnavailable",
+    "MPIFunction",
     "MaxResultSizeExceeded",
     "RequestRefused",
     "SerdeError",
     "SerializationError",
+    "ShellFunction",
+    "ShellResult",
     "TaskExecutionFailed",
     "TaskPending",
     "UntrustedSocket",

@@ -19,8 +19,14 @@ def framed(body: bytes) -> bytes:
 
 
 def test_a_batch_of_jobs_is_a_json_array_of_positional_arrays() -> None:
-    batch = [Job("t1", "f1", "1\ncode", "payload", ["a.JSONData"]), Job("t2", "f1", "", "p2", [])]
-    expected = b'[["t1","f1","1\\ncode","payload",["a.JSONData"]],["t2","f1","","p2",[]]]'
+    batch = [
+        Job("t1", "f1", "1\ncode", "payload", ["a.JSONData"], '{"num_ranks": 2}'),
+        Job("t2", "f1", "", "p2", []),
+    ]
+    expected = (
+        b'[["t1","f1","1\\ncode","payload",["a.JSONData"],"{\\"num_ranks\\": 2}"],'
+        b'["t2","f1","","p2",[],""]]'
+    )
     assert encode(batch) == framed(expected)
     decoded = [Job.from_json(item) for item in json.loads(expected)]
     assert decoded == batch

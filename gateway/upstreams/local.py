@@ -440,7 +440,10 @@ class LocalUpstream:
                 except KeyError:
                     code = ""
                 worker.known_functions.add(t.function_id)
-            batch.append(Job(t.task_id, t.function_id, code, payload, list(t.result_serializers)))
+            options = t.options.resource_specification
+            batch.append(
+                Job(t.task_id, t.function_id, code, payload, list(t.result_serializers), options)
+            )
             worker.inflight_bytes += size
         if not worker.inflight:
             worker.started = time.monotonic()

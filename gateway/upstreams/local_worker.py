@@ -21,7 +21,10 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from gateway.sandbox import RunDir
 
 HEADER = struct.Struct("!I")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -46,6 +49,7 @@ class Job(NamedTuple):
     function_code: str  # "" once this worker was sent the function's code
     payload: str
     result_serializers: list[str]
+    resource_specification: str = ""  # JSON text as the client gave it, "" if none
 
     @classmethod
     def from_json(cls, item: Any) -> Job:
@@ -109,6 +113,19 @@ def worker_main(parent: int, fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Here, not at the top: the daemon imports this module for the wire format
     # only, and must not load dill (it never deserializes user data).
+    from fxgate_contract import sdk_shim
+    from gateway.sandbox import RunDir
+
+    sdk_shim.install()  # shell/MPI functions load without the SDK installed here
+    run_dir = RunDir()  # also moves this process out of the daemon's working directory
+    try:
+        _serve(fd, run_dir)
+    finally:
+        run_dir.close()
+
+
+def _serve(fd: int, run_dir: RunDir) -> None:
+    """Run each batch's jobs in order, each in its own sandbox, and write each outcome."""
     from gateway.execution import execute
 
     sock = socket.socket(fileno=fd)
@@ -126,9 +143,13 @@ def worker_main(parent: int, fd: int) -> None:
         for job in map(Job.from_json, json.loads(body)):
             if job.function_code:
                 functions[job.function_id] = job.function_code
-            outcome = execute(
-                functions.get(job.function_id, ""), job.payload, job.result_serializers
-            )
+            with run_dir.sandbox(job.task_id):
+                outcome = execute(
+                    functions.get(job.function_id, ""),
+                    job.payload,
+                    job.result_serializers,
+                    job.resource_specification,
+                )
             done = Done(
                 job.task_id,
                 outcome.data,
