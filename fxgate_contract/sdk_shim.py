@@ -65,9 +65,3 @@ def install() -> None:
     with _lock:
         if _FINDER not in sys.meta_path:
             sys.meta_path.append(_FINDER)
-
-
-def is_stand_in(module: ModuleType) -> bool:
-    """True if ``module`` is one of fxgate's stand-ins rather than the SDK's own."""
-    spec = getattr(module, "__spec__", None)
-    return spec is not None and isinstance(spec.loader, _Loader)

@@ -11,6 +11,7 @@ needs ``fxgate_contract.sdk_shim``. Standard library only (no dill at import tim
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import keyword
 import os
@@ -48,8 +49,6 @@ def _reduce_as(obj: object, module: str) -> tuple[Any, tuple[Any, ...], dict[str
     # copyreg._reconstructor(cls, object, None) is object.__new__(cls), as protocol 0
     # pickles do; then the state (the instance's __dict__, the same keys the SDK's
     # instances carry) is set as pickle sets any object's.
-    import copyreg
-
     cls = _SdkClass(module, type(obj).__name__)
     return copyreg._reconstructor, (cls, object, None), dict(vars(obj))  # type: ignore[attr-defined]
 

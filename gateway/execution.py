@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fxgate_contract.serialize import deserialize, serialize_data, serialize_result, unpack_buffers
-from gateway.mpi_launch import mpi_launcher
+from gateway.mpi_launch import is_mpi_function, mpi_launcher
 
 RESULT_SIZE_LIMIT = 10 * 1024 * 1024  # characters of serialized result, as the endpoint
 USER_ERROR = "RemoteExecutionError"
@@ -58,7 +58,10 @@ def execute(
     except _BadTask as e:
         return _internal_error(BAD_TASK, str(e), repr(str(e)))
     try:
-        with mpi_launcher(fn, resource_specification):
+        if is_mpi_function(fn):
+            with mpi_launcher(resource_specification):
+                value = fn(*args, **kwargs)
+        else:
             value = fn(*args, **kwargs)
     except (Exception, SystemExit) as e:
         return _user_error(e)

@@ -122,11 +122,8 @@ def _counts(spec: dict[str, Any]) -> tuple[int, int, int]:
 
 
 @contextmanager
-def mpi_launcher(fn: object, resource_specification: str) -> Iterator[None]:
-    """Around an MPIFunction call: check, then set the launcher variables; others pass."""
-    if not is_mpi_function(fn):
-        yield
-        return
+def mpi_launcher(resource_specification: str) -> Iterator[None]:
+    """Around an MPIFunction call: check (raising before it runs), set the variables, unset."""
     env = launcher_env(resource_specification)
     env = {k: v for k, v in env.items() if k.startswith("PARSL_") or k not in os.environ}
     os.environ.update(env)

@@ -37,7 +37,8 @@ from tests.upstream_contract import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("cmd", "stdout", "stderr", "returncode", "exception_name")
-RANKS_CMD = "echo rank=$OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE"
+# single quotes: each rank's bash expands the variables, not the one running mpiexec
+RANKS_CMD = "bash -c 'echo rank=$OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE'"
 TWO_RANKS = ["rank=0 of 2", "rank=1 of 2"]
 needs_mpiexec = pytest.mark.skipif(
     shutil.which("mpiexec") is None, reason="no MPI launcher (Debian: openmpi-bin)"

@@ -10,6 +10,8 @@ end of a socketpair as FD. Messages both ways are JSON behind a 4-byte length:
 the daemon parses what a worker writes (where user code runs) without
 unpickling anything. The worker blocks on its socket both ways; that cannot
 deadlock because the daemon never blocks on it (gateway/upstreams/local.py).
+Each task runs in a new directory of its own, removed when it ends
+(gateway/sandbox.py), so the daemon's working directory never fills with files.
 """
 
 from __future__ import annotations
