@@ -15,15 +15,18 @@ the daemon leaves its run directory behind for the system's tmp cleaner.
 
 Cost: creating and removing a directory is two journaled metadata writes, about
 130 us on this machine's ext4, more than a trivial task costs a worker. So a
-worker keeps one empty spare directory and renames it to the task's sandbox (one
-rename, about 6 us); a sandbox the task left empty is renamed back to be the spare,
-and only one holding files is deleted (and a new spare made). Its path is gone
-either way. (A process a task left running in an empty sandbox would find itself
-in the next task's: the cost of reuse; a task that forks daemons should write
-somewhere of its own.)
+worker keeps one empty directory and renames it from task to task: a sandbox the
+task left empty is renamed straight to the next task's name in the batch (or back
+to the spare name when the batch ends) before the outcome is sent; only one
+holding files is deleted and a new spare made. One rename (about 6 us), one
+directory read, one chdir and two variables a task. The finished task's path is
+gone either way before its result leaves the worker. (A process a task left
+running in an empty sandbox would find itself in the next task's: the price of
+reuse; a task that forks daemons should give them a directory of their own.)
 
-State: the process's cwd, the two variables and the spare directory belong to the
-worker's one thread.
+State: the process's cwd, the two variables and the free directory belong to the
+worker's one thread. Between tasks the variables keep the last task's values
+(only tasks read them; each task gets its own).
 """
 
 from __future__ import annotations
@@ -32,66 +35,60 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 SANDBOX_VAR = "GC_TASK_SANDBOX_DIR"
 TASK_ID_VAR = "GC_TASK_UUID"
 
 
 class RunDir:
-    """A worker's directory of task sandboxes; the worker's cwd between tasks."""
+    """A worker's directory of task sandboxes."""
 
     def __init__(self) -> None:
         self.path = tempfile.mkdtemp(prefix="fxgate-worker-")
-        self._spare = os.path.join(self.path, ".spare")  # empty: the next task's sandbox
+        self._spare = os.path.join(self.path, ".spare")
         os.mkdir(self._spare)
+        self._free = self._spare  # an empty directory: the next task's sandbox
         os.chdir(self.path)
 
-    @contextmanager
-    def sandbox(self, task_id: str) -> Iterator[str]:
-        """Run the body in a new empty ``<run dir>/<task_id>``, the endpoint's variables set."""
-        path = self._take(task_id)
+    def enter(self, task_id: str) -> str:
+        """Make the task's new empty sandbox, set the endpoint's variables, go there."""
+        path = self._place(self._path_for(task_id))
         os.environ[SANDBOX_VAR] = path
         os.environ[TASK_ID_VAR] = task_id
         os.chdir(path)
-        try:
-            yield path
-        finally:
-            os.chdir(self.path)  # the task may have gone anywhere
-            os.environ.pop(SANDBOX_VAR, None)
-            os.environ.pop(TASK_ID_VAR, None)
-            self._give_back(path)
-
-    def _take(self, task_id: str) -> str:
-        name = task_id if _safe_name(task_id) else str(uuid.uuid4())
-        path = os.path.join(self.path, name)
-        try:
-            os.rename(self._spare, path)
-        except FileNotFoundError:  # the last task's could not be given back
-            os.mkdir(path)
-        except OSError:  # a directory of that name is left over (rename refuses a full one)
-            path = os.path.join(self.path, str(uuid.uuid4()))
-            os.rename(self._spare, path)
         return path
 
-    def _give_back(self, path: str) -> None:
+    def leave(self, path: str, next_task_id: str | None) -> None:
+        """Remove the sandbox's path; its directory becomes the next task's if left empty."""
         try:
             with os.scandir(path) as entries:
                 empty = next(entries, None) is None
         except OSError:  # removed or made unreadable by the task
             empty = False
         if empty:
-            os.rename(path, self._spare)
+            self._free = path
+            self._place(self._path_for(next_task_id) if next_task_id else self._spare)
             return
         shutil.rmtree(path, ignore_errors=True)
         os.mkdir(self._spare)
+        self._free = self._spare
+
+    def _path_for(self, task_id: str) -> str:
+        safe = task_id and "/" not in task_id and not task_id.startswith(".")
+        return os.path.join(self.path, task_id if safe else str(uuid.uuid4()))
+
+    def _place(self, path: str) -> str:
+        """Rename the free directory to ``path`` (or a fresh name if ``path`` is taken)."""
+        if self._free != path:
+            try:
+                os.rename(self._free, path)
+            except OSError:  # a directory of that name is left over and not empty
+                path = os.path.join(self.path, str(uuid.uuid4()))
+                os.rename(self._free, path)
+            self._free = path
+        return path
 
     def close(self) -> None:
         """Remove the run directory and everything a task left in it."""
         os.chdir("/")
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _safe_name(task_id: str) -> bool:
-    return bool(task_id) and "/" not in task_id and not task_id.startswith(".")

@@ -142,16 +142,20 @@ def _serve(fd: int, run_dir: RunDir) -> None:
         body = stream.read(size)
         if len(body) < size:
             return
-        for job in map(Job.from_json, json.loads(body)):
+        jobs = [Job.from_json(item) for item in json.loads(body)]
+        for job, following in zip(jobs, jobs[1:] + [None], strict=True):
             if job.function_code:
                 functions[job.function_id] = job.function_code
-            with run_dir.sandbox(job.task_id):
+            sandbox = run_dir.enter(job.task_id)
+            try:
                 outcome = execute(
                     functions.get(job.function_id, ""),
                     job.payload,
                     job.result_serializers,
                     job.resource_specification,
                 )
+            finally:  # the sandbox is gone before the outcome is sent
+                run_dir.leave(sandbox, following.task_id if following else None)
             done = Done(
                 job.task_id,
                 outcome.data,
