@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from client.executor import Executor, FuncXExecutor
     from client.futures import ComputeFuture, FuncXFuture
+    from client.shell import MPIFunction, ShellFunction, ShellResult
 
     FuncxTaskExecutionFailed = TaskExecutionFailed
 
@@ -57,6 +58,9 @@ _HOMES = {
     "FuncXExecutor": "client.executor",
     "ComputeFuture": "client.futures",
     "FuncXFuture": "client.futures",
+    "MPIFunction": "client.shell",
+    "ShellFunction": "client.shell",
+    "ShellResult": "client.shell",
 }
 
 __all__ = [
@@ -73,11 +77,14 @@ __all__ = [
     "FuncxTaskExecutionFailed",
     "FxgateError",
     "GatewayUnavailable",
+    "MPIFunction",
     "MaxResultSizeExceeded",
     "NotOffered",
     "RequestRefused",
     "SerdeError",
     "SerializationError",
+    "ShellFunction",
+    "ShellResult",
     "TaskExecutionFailed",
     "TaskPending",
     "UntrustedSocket",

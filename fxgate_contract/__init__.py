@@ -13,6 +13,8 @@ modules and who loads them:
 - `serialize`: dill-based (de)serialization; clients and workers only, never the daemon.
 - `states`, `limits`, `status`, `errors`: task states, shared limits, the
   status document, and the exceptions both sides raise.
+- `shell`, `sdk_shim`: ShellFunction, MPIFunction and ShellResult as the SDK has
+  them, and their stand-in SDK modules; clients and workers only, never the daemon.
 
 Importing this package loads nothing: each module pulls in only what it needs.
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fxgate_contract.serialize import deserialize, serialize_data, serialize_result, unpack_buffers
+from gateway.mpi_launch import is_mpi_function, mpi_launcher
 
 RESULT_SIZE_LIMIT = 10 * 1024 * 1024  # characters of serialized result, as the endpoint
 USER_ERROR = "RemoteExecutionError"
@@ -39,18 +40,29 @@ class _BadTask(Exception):
     """The task bytes cannot be turned into a call; the message is for people."""
 
 
-def execute(function_code: str, payload: str, result_serializers: Sequence[str] = ()) -> Outcome:
+def execute(
+    function_code: str,
+    payload: str,
+    result_serializers: Sequence[str] = (),
+    resource_specification: str = "",
+) -> Outcome:
     """Run ``fn(*args, **kwargs)`` from a registration's function_code and a task payload.
 
     The two strings are concatenated into the three-piece task buffer a real endpoint
-    receives. Returns an :class:`Outcome`; never raises (``KeyboardInterrupt`` aside).
+    receives. An MPIFunction runs under the launcher its resource_specification (JSON
+    text) describes, or fails before it starts (gateway.mpi_launch). Returns an
+    :class:`Outcome`; never raises (``KeyboardInterrupt`` aside).
     """
     try:
         fn, args, kwargs = _load_task(function_code, payload)
     except _BadTask as e:
         return _internal_error(BAD_TASK, str(e), repr(str(e)))
     try:
-        value = fn(*args, **kwargs)
+        if is_mpi_function(fn):
+            with mpi_launcher(resource_specification):
+                value = fn(*args, **kwargs)
+        else:
+            value = fn(*args, **kwargs)
     except (Exception, SystemExit) as e:
         return _user_error(e)
     try:

@@ -33,6 +33,7 @@ class DaemonProcess:
     tcp_address: str = ""
     # a socket outside the state dir, served with --address
     unix_socket: Path | None = None
+    cwd: Path = ROOT  # the daemon's working directory
 
     @property
     def socket(self) -> Path:
@@ -70,7 +71,9 @@ class DaemonProcess:
         elif self.unix_socket is not None:
             cmd += ["--address", self.address]
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+        )
         log.close()
         return self.proc
 

@@ -67,6 +67,17 @@ def test_the_daemon_never_loads_dill() -> None:
     assert loaded_by(DAEMON_MODULES, watched) == []
 
 
+def test_the_daemon_never_loads_the_shell_functions() -> None:
+    """Only workers (and clients) run or load shell and MPI functions, or stand in for the SDK."""
+    watched = {"fxgate_contract.shell", "fxgate_contract.sdk_shim", "gateway.mpi_launch"}
+    assert loaded_by(DAEMON_MODULES, watched | {"gateway.sandbox"}) == []
+    assert offenders("gateway", {"globus_compute_sdk"}) == {}
+
+
+def test_the_clients_shell_functions_need_neither_dill_nor_the_sdk() -> None:
+    assert loaded_by("client.shell", {"dill", "globus_compute_sdk", "gateway"}) == []
+
+
 def test_the_client_never_imports_the_daemons_packages() -> None:
     heavy = {"gateway", "sqlalchemy", "pika", "requests", "tenacity"}
     assert offenders("client", heavy) == {}

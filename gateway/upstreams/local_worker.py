@@ -10,6 +10,8 @@ end of a socketpair as FD. Messages both ways are JSON behind a 4-byte length:
 the daemon parses what a worker writes (where user code runs) without
 unpickling anything. The worker blocks on its socket both ways; that cannot
 deadlock because the daemon never blocks on it (gateway/upstreams/local.py).
+Each task runs in a new directory of its own, removed when it ends
+(gateway/sandbox.py), so the daemon's working directory never fills with files.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from gateway.sandbox import RunDir
 
 HEADER = struct.Struct("!I")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -112,6 +117,19 @@ def worker_main(parent: int, fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Here, not at the top: the daemon imports this module for the wire format
     # only, and must not load dill (it never deserializes user data).
+    from fxgate_contract import sdk_shim
+    from gateway.sandbox import RunDir
+
+    sdk_shim.install()  # shell/MPI functions load without the SDK installed here
+    run_dir = RunDir()  # also moves this process out of the daemon's working directory
+    try:
+        _serve(fd, run_dir)
+    finally:
+        run_dir.close()
+
+
+def _serve(fd: int, run_dir: RunDir) -> None:
+    """Run each batch's jobs in order, each in its own sandbox, and write each outcome."""
     from gateway.execution import execute
 
     sock = socket.socket(fileno=fd)
@@ -126,12 +144,20 @@ def worker_main(parent: int, fd: int) -> None:
         body = stream.read(size)
         if len(body) < size:
             return
-        for job in map(Job.from_json, json.loads(body)):
+        jobs = [Job.from_json(item) for item in json.loads(body)]
+        for job, following in zip(jobs, jobs[1:] + [None], strict=True):
             if job.function_code:
                 functions[job.function_id] = job.function_code
-            outcome = execute(
-                functions.get(job.function_id, ""), job.payload, job.result_serializers
-            )
+            sandbox = run_dir.enter(job.task_id)
+            try:
+                outcome = execute(
+                    functions.get(job.function_id, ""),
+                    job.payload,
+                    job.result_serializers,
+                    job.resource_specification,
+                )
+            finally:  # the sandbox is gone before the outcome is sent
+                run_dir.leave(sandbox, following.task_id if following else None)
             done = Done(
                 job.task_id,
                 outcome.data,
