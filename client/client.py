@@ -156,16 +156,23 @@ class Client:
         ha_endpoint_id: str | None = None,
         **kwargs: Any,
     ) -> str:
-        """Store the function in the daemon; the id is stable for the same code.
+        """Store the function in the daemon; the id is stable for the same registration.
 
-        description and metadata are accepted and not kept; public, group and
-        ha_endpoint_id are refused (NotOffered): see client/registration.py.
-        funcX's function_name keyword names the function.
+        description (default: the docstring) goes to the service with the code,
+        as the SDK sends it; metadata with a function is a ValueError, as in the
+        SDK. public, group and ha_endpoint_id are refused (NotOffered): see
+        client/registration.py. funcX's function_name keyword names the function.
         """
         options = dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id, **kwargs)
         registration.check_options(options)
         name = kwargs.get("function_name") or getattr(function, "__name__", "function")
-        return self._register(str(name), pack_function(function, self.fx_serializer.strategy_code))
+        strategy = self.fx_serializer.strategy_code
+        code = pack_function(function, strategy)
+        return self._register(
+            registration.function_request(
+                function, str(name), code, strategy.identifier, description, metadata
+            )
+        )
 
     def register_source_code(
         self,
@@ -179,10 +186,11 @@ class Client:
     ) -> str:
         """Register source text that defines function_name (the SDK's "st" strategy)."""
         registration.check_options(dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id))
-        return self._register(function_name, registration.pack_source(source, function_name))
+        return self._register(
+            registration.source_request(source, function_name, description, metadata)
+        )
 
-    def _register(self, name: str, code: str) -> str:
-        request = pb.RegisterFunctionRequest(function_name=name, function_code=code)
+    def _register(self, request: pb.RegisterFunctionRequest) -> str:
         response = self._conn.call(
             lambda: self._conn.stub.RegisterFunction(request), what="RegisterFunction"
         )

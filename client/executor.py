@@ -49,12 +49,16 @@ class _Options:
     result_serializers: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Code:
-    """A function given as code (submit): registered once per Executor, then sent by id."""
+    """A function given as code (submit): registered once per Executor, then sent by id.
 
-    name: str
-    code: str  # pack_function(fn, the code strategy current at submit)
+    Compared by identity: _function_code hands out one object per function and strategy.
+    """
+
+    # name, code (pack_function with the code strategy current at submit), description
+    # and metadata, as the SDK registers a function.
+    request: pb.RegisterFunctionRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,7 @@ class Executor(concurrent.futures.Executor):
         # register_function / register_source_code: function (or hash of source) -> id.
         # Written under _lock by the registering thread, read by submit() without it.
         self._registered: dict[Callable[..., Any] | int, str] = {}
-        self._function_ids: dict[str, str] = {}  # _Code.code -> the id the daemon gave it
+        self._function_ids: dict[_Code, str] = {}  # the id the daemon gave each registration
         self._watchers: dict[str, GroupWatcher] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -293,8 +297,16 @@ class Executor(concurrent.futures.Executor):
         if function_id:
             found = str(function_id)
         else:
-            code = pack_function(fn, self._serde.strategy_code)
-            found = self._register_code(getattr(fn, "__name__", "function"), code)
+            strategy = self._serde.strategy_code
+            request = registration.function_request(
+                fn,
+                getattr(fn, "__name__", "function"),
+                pack_function(fn, strategy),
+                strategy.identifier,
+                func_register_kwargs.get("description"),
+                func_register_kwargs.get("metadata"),
+            )
+            found = self._register_request(request)
         with self._lock:
             self._registered[fn] = found
         return found
@@ -314,7 +326,13 @@ class Executor(concurrent.futures.Executor):
             cached = self._registered.get(hash(source))
         if cached is not None:
             raise ValueError(f"Function already registered as function id: {cached}")
-        found = self._register_code(function_name, registration.pack_source(source, function_name))
+        request = registration.source_request(
+            source,
+            function_name,
+            registration_kwargs.get("description"),
+            registration_kwargs.get("metadata"),
+        )
+        found = self._register_request(request)
         with self._lock:
             self._registered[hash(source)] = found
         return found
@@ -322,16 +340,13 @@ class Executor(concurrent.futures.Executor):
     def get_worker_hardware_details(self) -> str:
         """A report on the hardware of a worker of this Executor's endpoint (blocks)."""
         name, source = registration.HARDWARE_REPORT_NAME, registration.HARDWARE_REPORT_SOURCE
-        function_id = self._register_code(name, registration.pack_source(source, name))
+        function_id = self._register_request(registration.source_request(source, name))
         fut = self.submit_to_registered_function(function_id, ("Compute Endpoint worker",))
         return str(fut.result())
 
-    def _register_code(self, name: str, code: str) -> str:
+    def _register_request(self, request: pb.RegisterFunctionRequest) -> str:
         response = self._conn.call_retrying(
-            lambda: self._conn.stub.RegisterFunction(
-                pb.RegisterFunctionRequest(function_name=name, function_code=code)
-            ),
-            what="RegisterFunction",
+            lambda: self._conn.stub.RegisterFunction(request), what="RegisterFunction"
         )
         return str(response.function_id)
 
@@ -345,8 +360,9 @@ class Executor(concurrent.futures.Executor):
         if registered is not None:
             return _Registered(registered)
         if cached is None:
+            name = getattr(fn, "__name__", type(fn).__name__)
             code = pack_function(fn, strategy)
-            cached = _Code(getattr(fn, "__name__", type(fn).__name__), code)
+            cached = _Code(registration.function_request(fn, name, code, strategy.identifier))
             try:
                 self._codes[(fn, strategy.identifier)] = cached
             except TypeError:
@@ -395,18 +411,13 @@ class Executor(concurrent.futures.Executor):
         if isinstance(function, _Registered):
             return function.function_id
         with self._lock:
-            known = self._function_ids.get(function.code)
+            known = self._function_ids.get(function)
         if known is not None:
             return known
-        response = self._conn.call_retrying(
-            lambda: self._conn.stub.RegisterFunction(
-                pb.RegisterFunctionRequest(function_name=function.name, function_code=function.code)
-            ),
-            what="RegisterFunction",
-        )
+        found = self._register_request(function.request)
         with self._lock:
-            self._function_ids[function.code] = response.function_id
-        return str(response.function_id)
+            self._function_ids[function] = found
+        return found
 
     def _send(
         self, group_id: str, endpoint_id: str, options: _Options, items: list[_Queued]

@@ -32,13 +32,14 @@ from gateway.store.records import (
     NO_OPTIONS,
     AcceptedIds,
     Completion,
+    FunctionRecord,
     GroupInfo,
     NewTask,
     PendingTask,
     TaskEvent,
     TaskOptions,
 )
-from gateway.task_options import check_local_options, check_options
+from gateway.task_options import check_local_options, check_options, check_registration
 from gateway.upstreams.base import Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Gateway:
         self.upstreams = upstreams
         self.started = time.time()
         self.local_endpoint_id = ""
-        self._functions: dict[str, tuple[str, str]] = {}
+        self._functions: dict[str, FunctionRecord] = {}
         self._functions_lock = threading.Lock()
 
     # ------------------------------------------------------------- life
@@ -192,7 +193,9 @@ class Gateway:
         return out
 
     # -------------------------------------------------------- functions
-    def register_function(self, name: str, code: str) -> str:
+    def register_function(self, name: str, code: str, description: str = "", meta: str = "") -> str:
+        """A function's id, derived from everything registered with it (the same code with
+        another description or another client Python is another function, as at the service)."""
         if not code:
             raise InvalidRequest("function_code is empty")
         _check_text(name, "function_name")
@@ -203,18 +206,22 @@ class Gateway:
             )
         _check_packed(code, 1, "function_code", CODE_IDS)
         _check_text(code, "function_code")
-        digest = hashlib.sha256(code.encode()).hexdigest()
-        function_id = str(uuid.uuid5(FUNCTION_NAMESPACE, digest))
+        check_registration(description, meta)
+        digest = hashlib.sha256(code.encode())
+        if description or meta:  # code alone keeps the ids earlier versions gave
+            digest.update(f"\0{len(description)}:{description}\0{meta}".encode())
+        function_id = str(uuid.uuid5(FUNCTION_NAMESPACE, digest.hexdigest()))
         with self._functions_lock:
             known = function_id in self._functions
         if not known:
-            self.store.register_function(function_id, name[:256], code).result()
+            record = FunctionRecord(name[:256], code, description, meta)
+            self.store.register_function(function_id, record).result()
             with self._functions_lock:
-                self._functions[function_id] = (name, code)
+                self._functions[function_id] = record
         return function_id
 
-    def function(self, function_id: str) -> tuple[str, str]:
-        """(name, code) of a registered function; KeyError if unknown."""
+    def function(self, function_id: str) -> FunctionRecord:
+        """A registered function; KeyError if unknown."""
         with self._functions_lock:
             found = self._functions.get(function_id)
         if found is None:

@@ -10,12 +10,14 @@ it answers what the local upstream can truthfully say, in the same shapes.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from gateway import __version__
 from gateway.errors import NotFound
+from gateway.store.records import FunctionRecord
 
 JSON = Any
 
@@ -76,11 +78,11 @@ def local_listing(endpoint_id: str) -> JSON:
 
 
 def function_record(
-    function_id: str, lookup: Callable[[str], tuple[str, str]], service: ServiceDirectory | None
+    function_id: str, lookup: Callable[[str], FunctionRecord], service: ServiceDirectory | None
 ) -> JSON:
     """An fxgate function's record in the service's shape; else the service's own record."""
     try:
-        name, code = lookup(function_id)
+        name, code, description, meta = lookup(function_id)
     except KeyError:
         if service is None:
             raise NotFound(f"unknown function id {function_id}") from None
@@ -89,6 +91,6 @@ def function_record(
         "function_uuid": function_id,
         "function_name": name,
         "function_code": code,
-        "description": None,
-        "metadata": {"sdk_version": f"fxgate-{__version__}"},
+        "description": description or None,
+        "metadata": json.loads(meta) if meta else {},
     }

@@ -243,7 +243,11 @@ class Servicer(pb_grpc.GatewayServicer):
         self, request: pb.RegisterFunctionRequest, context: Context
     ) -> pb.RegisterFunctionResponse:
         fid = await self._run(
-            self.gw.register_function, request.function_name, request.function_code
+            self.gw.register_function,
+            request.function_name,
+            request.function_code,
+            request.description,
+            request.metadata_json,
         )
         return pb.RegisterFunctionResponse(function_id=fid)
 

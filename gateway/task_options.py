@@ -1,4 +1,5 @@
-"""Task options checked at Submit: what any endpoint may be sent, and what the local one can do.
+"""Task options checked at Submit, and a function's registration extras checked at
+RegisterFunction: what any endpoint may be sent, and what the local one can do.
 
 The daemon forwards options as the JSON text the client gave; it only checks
 that each is a JSON object of bounded size, so a bad one is refused at Submit
@@ -63,3 +64,16 @@ def check_local_options(options: TaskOptions) -> None:
                 f"the local endpoint does not understand resource_specification "
                 f"key(s) {', '.join(unknown)}; it takes {', '.join(sorted(LOCAL_RESOURCE_KEYS))}"
             )
+
+
+def check_registration(description: str, meta: str) -> None:
+    """A function's description is bounded text; its metadata, when sent, a JSON object of
+    string values (the SDK's FunctionRegistrationMetadata), both forwarded as they are."""
+    if len(description) > MAX_OPTION_CHARS:
+        raise InvalidRequest(
+            f"description is {len(description)} characters; at most {MAX_OPTION_CHARS} are allowed"
+        )
+    if meta:
+        bad = [k for k, v in _object(meta, "metadata").items() if not isinstance(v, str)]
+        if bad:
+            raise InvalidRequest(f"metadata values must be strings; {', '.join(bad)} is not")

@@ -28,7 +28,14 @@ import pytest
 from fxgate_contract.serialize import deserialize, pack_function, pack_payload
 from fxgate_contract.states import TaskState
 from gateway.store.database import Store
-from gateway.store.records import Completion, GroupInfo, NewTask, PendingTask, TaskEvent
+from gateway.store.records import (
+    Completion,
+    FunctionRecord,
+    GroupInfo,
+    NewTask,
+    PendingTask,
+    TaskEvent,
+)
 from gateway.upstreams.base import Upstream, UpstreamPorts
 
 WAIT_S = 120.0
@@ -89,7 +96,7 @@ class Harness:
         self.store.complete(list(completions)).add_done_callback(committed)
         return out
 
-    def function(self, function_id: str) -> tuple[str, str]:
+    def function(self, function_id: str) -> FunctionRecord:
         found = self.store.function_code(function_id)
         if found is None:
             raise KeyError(function_id)
@@ -101,7 +108,8 @@ class Harness:
         fid = self._functions.get(fn)
         if fid is None:
             fid = self._functions[fn] = str(uuid.uuid4())
-            self.store.register_function(fid, fn.__name__, pack_function(fn)).result()
+            record = FunctionRecord(fn.__name__, pack_function(fn))
+            self.store.register_function(fid, record).result()
         new = [NewTask(fid, pack_payload(args, {})) for args in calls]
         group = GroupInfo(self.group_id, self.upstream, self.endpoint_id, None)
         ids = self.store.accept(group, new, str(uuid.uuid4()), ()).result()

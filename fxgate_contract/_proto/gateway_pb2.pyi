@@ -25,12 +25,16 @@ TASK_STATE_FAILED: TaskState
 TASK_STATE_CANCELLED: TaskState
 
 class RegisterFunctionRequest(_message.Message):
-    __slots__ = ("function_name", "function_code")
+    __slots__ = ("function_name", "function_code", "description", "metadata_json")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     function_code: str
-    def __init__(self, function_name: _Optional[str] = ..., function_code: _Optional[str] = ...) -> None: ...
+    description: str
+    metadata_json: str
+    def __init__(self, function_name: _Optional[str] = ..., function_code: _Optional[str] = ..., description: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
 
 class RegisterFunctionResponse(_message.Message):
     __slots__ = ("function_id",)

@@ -25,6 +25,7 @@ from gateway.store.records import (
     NO_OPTIONS,
     AcceptedIds,
     Completion,
+    FunctionRecord,
     GroupInfo,
     NewTask,
     PendingTask,
@@ -32,7 +33,7 @@ from gateway.store.records import (
     TaskOptions,
 )
 from gateway.store.sql import translate
-from gateway.store.tables import METADATA, add_options_column
+from gateway.store.tables import METADATA, add_missing_columns
 from gateway.store.writer import Transaction, Writer
 
 T = TypeVar("T")
@@ -77,7 +78,7 @@ class Store:
         """Create the schema if needed and start the writer."""
         try:
             METADATA.create_all(self.engine)
-            add_options_column(self.engine)
+            add_missing_columns(self.engine)
             with self.engine.connect() as conn:
                 last_seq, counts = reads.opening_state(conn)
         except SQLAlchemyError as exc:
@@ -108,9 +109,9 @@ class Store:
         """A stored fact, created with default() the first time it is asked for."""
         return self.write_wait(lambda tx: writes.meta_value(tx, key, default))
 
-    def register_function(self, function_id: str, name: str, code: str) -> Future[None]:
-        """Store a function's code (once; a function id names one code)."""
-        return self.write(lambda tx: writes.register_function(tx, function_id, name, code))
+    def register_function(self, function_id: str, function: FunctionRecord) -> Future[None]:
+        """Store a function (once; a function id names one record)."""
+        return self.write(lambda tx: writes.register_function(tx, function_id, function))
 
     def accept(
         self,
@@ -203,8 +204,8 @@ class Store:
         """Groups of one upstream that have unfinished tasks (to resume consuming)."""
         return self._read(lambda c: reads.groups_with_upstream_ids(c, upstream))
 
-    def function_code(self, function_id: str) -> tuple[str, str] | None:
-        """(name, code) of a stored function."""
+    def function_code(self, function_id: str) -> FunctionRecord | None:
+        """A stored function."""
         return self._read(lambda c: reads.function_code(c, function_id))
 
     def registration(self, function_id: str, upstream_key: str) -> str | None:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, select
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, CountKey
 from gateway.store.options import SharedOptions
-from gateway.store.records import GroupInfo, PendingTask, TaskEvent, TaskOptions
+from gateway.store.records import FunctionRecord, GroupInfo, PendingTask, TaskEvent, TaskOptions
 from gateway.store.sql import AnyRow, chunks
 from gateway.store.tables import FUNCTIONS, GROUPS, QUARANTINE, REGISTRATIONS, TASK_OPTIONS, TASKS
 
@@ -119,12 +119,11 @@ def groups_with_upstream_ids(conn: Connection, upstream: str) -> list[GroupInfo]
     return [_group(r) for r in rows]
 
 
-def function_code(conn: Connection, function_id: str) -> tuple[str, str] | None:
-    """(name, code) of a stored function."""
-    row = conn.execute(
-        select(FUNCTIONS.c.name, FUNCTIONS.c.code).where(FUNCTIONS.c.id == function_id)
-    ).first()
-    return (row.name, row.code) if row else None
+def function_code(conn: Connection, function_id: str) -> FunctionRecord | None:
+    """A stored function."""
+    columns = (FUNCTIONS.c.name, FUNCTIONS.c.code, FUNCTIONS.c.description, FUNCTIONS.c.meta)
+    row = conn.execute(select(*columns).where(FUNCTIONS.c.id == function_id)).first()
+    return FunctionRecord(*row) if row else None
 
 
 def registration(conn: Connection, function_id: str, upstream_key: str) -> str | None:

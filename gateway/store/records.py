@@ -8,8 +8,22 @@ name a task or an event without loading SQLAlchemy. Task states come from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fxgate_contract.states import TaskState
+
+
+class FunctionRecord(NamedTuple):
+    """A registered function as the daemon keeps it: code plus what the SDK registers with it.
+
+    description and meta (the registration metadata's JSON text) go to the
+    Globus Compute service with the code; "" when the client sent none.
+    """
+
+    name: str
+    code: str
+    description: str = ""
+    meta: str = ""
 
 
 @dataclass(slots=True)

@@ -53,6 +53,9 @@ FUNCTIONS = Table(
     Column("name", String(256), nullable=False),
     Column("code", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # What the client registered with the code, sent on to the service (records.FunctionRecord).
+    Column("description", Text, nullable=False, server_default=""),
+    Column("meta", Text, nullable=False, server_default=""),
 )
 
 # A function's id at one upstream, so it is registered there only once.
@@ -114,14 +117,24 @@ QUARANTINE = Table(
 )
 
 
-def add_options_column(engine: Engine) -> None:
-    """Give a tasks table made before task options its options_key column (create_all won't).
+# Columns added after a release: (table, column, its DDL). Existing rows get "".
+ADDED_COLUMNS = (
+    ("tasks", "options_key", "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("functions", "description", "TEXT NOT NULL DEFAULT ''"),
+    ("functions", "meta", "TEXT NOT NULL DEFAULT ''"),
+)
 
-    Runs at open, before the writer starts; existing tasks get "" (no options).
+
+def add_missing_columns(engine: Engine) -> None:
+    """Give tables made by an older fxgate the columns added since (create_all won't).
+
+    Runs at open, before the writer starts.
     """
-    if any(c["name"] == "options_key" for c in inspect(engine).get_columns("tasks")):
-        return
+    have = {
+        table: {c["name"] for c in inspect(engine).get_columns(table)}
+        for table, _, _ in ADDED_COLUMNS
+    }
     with engine.begin() as conn:
-        conn.execute(
-            text("ALTER TABLE tasks ADD COLUMN options_key VARCHAR(64) NOT NULL DEFAULT ''")
-        )
+        for table, column, ddl in ADDED_COLUMNS:
+            if column not in have[table]:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))

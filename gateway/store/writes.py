@@ -21,6 +21,7 @@ from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
 from gateway.store.records import (
     AcceptedIds,
     Completion,
+    FunctionRecord,
     GroupInfo,
     NewTask,
     TaskEvent,
@@ -106,13 +107,12 @@ def meta_value(tx: Transaction, key: str, default: Callable[[], str]) -> str:
     return value
 
 
-def register_function(tx: Transaction, function_id: str, name: str, code: str) -> None:
-    """Store a function's code once; registering it again changes nothing."""
+def register_function(tx: Transaction, function_id: str, function: FunctionRecord) -> None:
+    """Store a function once; registering it again changes nothing."""
     exists = tx.conn.execute(select(FUNCTIONS.c.id).where(FUNCTIONS.c.id == function_id)).scalar()
     if exists is None:
-        tx.conn.execute(
-            insert(FUNCTIONS).values(id=function_id, name=name, code=code, created_at=time.time())
-        )
+        values = function._asdict()
+        tx.conn.execute(insert(FUNCTIONS).values(id=function_id, created_at=time.time(), **values))
 
 
 def accept(

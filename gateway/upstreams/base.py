@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gateway.store.records import Completion, GroupInfo, PendingTask
+from gateway.store.records import Completion, FunctionRecord, GroupInfo, PendingTask
 
 # Called by an upstream, on any of its own threads, with finished tasks. The
 # future resolves once they are committed, to the completions that named no
@@ -31,7 +31,7 @@ from gateway.store.records import Completion, GroupInfo, PendingTask
 ResultSink = Callable[[Sequence[Completion]], Future[list[Completion]]]
 # Called by an upstream, on its own threads, to look up function code by id:
 # (name, code); KeyError if unknown. Blocks on a store read the first time.
-FunctionSource = Callable[[str], tuple[str, str]]
+FunctionSource = Callable[[str], FunctionRecord]
 # Called by an upstream, on its own threads, with task ids: their stored payloads
 # (task id -> payload), for the tasks that still have one (a finished task's
 # payload is gone). A blocking store read on the caller's thread.

@@ -401,7 +401,7 @@ class LocalUpstream:
         code = self._code_cache.get(function_id)
         if code is None:
             assert self._functions is not None
-            code = self._functions(function_id)[1]
+            code = self._functions(function_id).code
             self._code_cache[function_id] = code
         return code
 

@@ -40,6 +40,8 @@ from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result, Task
 from globus_compute_common.messagepack.message_types.result import ResultErrorDetails
 
+from fxgate_contract.framing import pack_buffers
+
 if TYPE_CHECKING:
     from globus_compute_sdk import Client
 
@@ -300,7 +302,8 @@ class FakeGlobus:
     `submits_received` (every submit POST, faulted ones included),
     `submits_accepted`, `faults_injected`, `tasks_per_endpoint`, `accepted`
     (every AcceptedTask in order), `submit_bodies` (every submit body that got
-    past fault injection, as received: read it with `submit_bodies_since`).
+    past fault injection, as received: read it with `submit_bodies_since`),
+    `function_bodies` (every function registration body).
     """
 
     def __init__(
@@ -344,6 +347,7 @@ class FakeGlobus:
         self.submits_accepted = 0
         # Every submit body as received (JSON-decoded), in order: what a client sent.
         self.submit_bodies: list[JSON] = []
+        self.function_bodies: list[JSON] = []  # every function registration body, as received
         self.faults_injected = 0
         self.tasks_per_endpoint: Counter[str] = Counter()
         self.accepted: list[AcceptedTask] = []
@@ -581,10 +585,14 @@ class FakeGlobus:
             raise ApiError(400, "BAD_REQUEST", "function_code (string) is required")
         if len(code) > MAX_PAYLOAD_CHARS:
             raise ApiError(413, "FUNCTION_TOO_LARGE", "function_code exceeds 10 MB")
+        if body.get("serialized") is False:  # source text (register_source_code): the
+            # service packs it for endpoints with the "st" strategy (wire spec, register)
+            code = pack_buffers([f"st\n{body.get('function_name')}:{code}"])
         fn_id = str(uuid.uuid4())
         with self._cond:
             self._functions[fn_id] = code
             self._function_names[fn_id] = str(body.get("function_name") or "")
+            self.function_bodies.append(body)
         return {"function_uuid": fn_id}
 
     def _get_function(self, function_id: str) -> JSON:

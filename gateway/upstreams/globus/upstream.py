@@ -291,11 +291,11 @@ class GlobusUpstream:
         found = store.registration(function_id, self.upstream_key)
         if found is None:
             try:
-                name, code = self._ports.functions(function_id)
+                function = self._ports.functions(function_id)
             except KeyError:
                 found = function_id  # the service's own id: nothing to store
             else:
-                found = self.web.register_function(name, code)
+                found = self.web.register_function(function)
                 store.save_registration(function_id, self.upstream_key, found).result()
         with self._cond:
             self._fn_ids[function_id] = found

@@ -29,11 +29,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from fxgate_contract.errors import SerializationError
+from fxgate_contract.framing import unpack_buffers
 from fxgate_contract.runtime import SDK_VERSION
 from gateway import __version__
 from gateway.config import GlobusSettings
 from gateway.errors import ConfigError, UpstreamError
-from gateway.store.records import NO_OPTIONS, TaskOptions
+from gateway.store.records import NO_OPTIONS, FunctionRecord, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +178,31 @@ class WebService:
             )
         return response.json()
 
-    def register_function(self, name: str, code: str) -> str:
-        body = {
-            "function_name": name,
-            "function_code": code,
-            "meta": {
+    def register_function(self, function: FunctionRecord) -> str:
+        """POST /v3/functions with the body the SDK's FunctionRegistrationData builds.
+
+        meta is the client's (the process that serialized the code); a client
+        that sent none gets one describing this daemon, as before.
+        """
+        code = function.code
+        meta = (
+            json.loads(function.meta)
+            if function.meta
+            else {
                 "python_version": platform.python_version(),
                 "sdk_version": SDK_VERSION,  # a PEP 440 version, as the SDK sends its own
                 "serde_identifier": code.split("\n", 2)[1][:2] if "\n" in code else "01",
-            },
+            }
+        )
+        source = _source_text(function, meta)
+        body: dict[str, Any] = {
+            "function_name": function.name,
+            "function_code": code if source is None else source,
+            "serialized": source is None,
+            "meta": meta,
         }
+        if function.description:
+            body["description"] = function.description
         return str(self._request("POST", "/v3/functions", body)["function_uuid"])
 
     def submit(
@@ -245,3 +262,21 @@ class WebService:
     def function(self, function_id: str) -> Any:
         """GET /v2/functions/{id}: the function's record, as the service gives it."""
         return self._request("GET", f"/v2/functions/{function_id}")
+
+
+def _source_text(function: FunctionRecord, meta: dict[str, Any]) -> str | None:
+    """The source of a register_source_code registration, else None.
+
+    The SDK sends such a function as its source text (serialized false, and
+    metadata without a serde_identifier) and the service packs it with the
+    "st" strategy; fxgate's client packs it at once (so the local endpoint can
+    run it), and it is unpacked here to be sent as the SDK sends it.
+    """
+    if "serde_identifier" in meta:
+        return None
+    try:
+        (item,) = unpack_buffers(function.code)
+    except (ValueError, SerializationError):
+        return None
+    prefix = f"st\n{function.name}:"
+    return item[len(prefix) :] if item.startswith(prefix) else None
