@@ -23,6 +23,7 @@ from client import (
 from client.futures import remote_exception
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.serialize import serialize_data
+from tests.daemon import DaemonProcess
 
 
 class NeedsTwo(Exception):
@@ -130,3 +131,26 @@ def test_funcx_container_id_is_refused_not_dropped() -> None:
 
     with pytest.raises(NotOffered, match="container_id"):
         Executor(endpoint_id="local", address="unix:///nonexistent.sock", container_id="c")
+
+
+def _raises_value_error(n: int) -> int:
+    raise ValueError(f"bad n: {n}")
+
+
+def test_scripts_catching_either_type_both_work_on_one_real_failure(daemon: DaemonProcess) -> None:
+    """One failed task through a real daemon and worker: `except TaskExecutionFailed`
+    (SDK 2.x+ scripts) and `except ValueError` (funcX-era scripts) both catch it."""
+    from client import Executor, TaskExecutionFailed
+
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        fut = ex.submit(_raises_value_error, 3)
+        try:
+            fut.result(timeout=60)
+        except TaskExecutionFailed as exc:
+            as_sdk = exc
+        try:
+            fut.result(timeout=60)
+        except ValueError as exc:
+            as_funcx = exc
+    assert as_sdk is as_funcx
+    assert "bad n: 3" in str(as_sdk) and "Traceback" in str(as_sdk)
