@@ -320,3 +320,29 @@ def test_fxgate_objects_pickle_as_the_sdks_classes() -> None:
         "returncode": 1,
         "exception_name": "x",
     }
+
+
+def test_run_dirs_of_killed_workers_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A daemon SIGKILLed takes its workers with it and their run directories stay;
+    the next daemon's local pool removes them (and leaves a live process's alone)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    live = tmp / f"fxgate-worker-{os.getpid()}-abc"  # a live process's: kept
+    live.mkdir()
+    d = DaemonProcess(tmp_path / "state", extra_env={"TMPDIR": str(tmp)})
+    d.start()
+    try:
+        with Executor(endpoint_id="local", address=d.address) as ex:
+            assert ex.submit(where_am_i).result(timeout=60)["sandbox"].startswith(str(tmp))
+        first = {p.name for p in tmp.iterdir()} - {live.name}
+        assert first, "the workers made run directories"
+    finally:
+        d.kill()
+    assert first <= {p.name for p in tmp.iterdir()}  # left behind by the SIGKILL
+    d.start()
+    try:
+        left = {p.name for p in tmp.iterdir()}
+        assert not first & left
+        assert live.name in left
+    finally:
+        assert d.stop() == 0, d.log()

@@ -49,6 +49,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from fxgate_contract.states import TaskState
+from gateway.sandbox import sweep_stale
 from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,
@@ -152,6 +153,9 @@ class LocalUpstream:
         self._functions = ports.functions
         self._payloads = ports.payloads
         self._running = True
+        swept = sweep_stale()
+        if swept:
+            log.info("removed %d task sandbox directories left by killed workers", swept)
         self._thread.start()
 
     def enqueue(self, tasks: Sequence[PendingTask]) -> None:
