@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,6 +112,25 @@ _ENDPOINT_ADMIN = (
 )
 
 
+def _refuse_service_choice(
+    environment: str | None, local_compute_services: bool, app: Any, authorizer: Any
+) -> None:
+    """NotOffered for an SDK keyword that would pick the service or the Globus identity."""
+    if app is not None or authorizer is not None:
+        raise NotOffered(
+            "Client(app=/authorizer=) is not offered: tasks reach Globus Compute with the "
+            "daemon's own credentials (its globus settings), not a script's login, so they "
+            "would run as another identity; configure the daemon, or use the Globus "
+            "Compute SDK for this script"
+        )
+    if environment is not None or local_compute_services:
+        raise NotOffered(
+            "Client(environment=/local_compute_services=) is not offered: the daemon's "
+            "configuration (globus.base_url) chooses the Globus Compute service for every "
+            "script; leave it unset here"
+        )
+
+
 class Client:
     """Direct calls to the daemon, one per method.
 
@@ -124,8 +144,24 @@ class Client:
         *,
         code_serialization_strategy: Any = None,
         data_serialization_strategy: Any = None,
-        **_: Any,
+        environment: str | None = None,
+        local_compute_services: bool = False,
+        do_version_check: bool = True,
+        app: Any = None,
+        authorizer: Any = None,
+        **kwargs: Any,
     ):
+        """`address`: the daemon's (default as `fxgate status` resolves it). The SDK's
+        keywords that choose the service or the identity tasks run as are the daemon's
+        configuration, so setting one is refused (NotOffered), never dropped."""
+        _refuse_service_choice(environment, local_compute_services, app, authorizer)
+        for name in kwargs:  # as the SDK does with keywords it no longer knows
+            warnings.warn(
+                f"The '{name}' argument is unrecognized. "
+                "(It might have been removed in a previous release.)",
+                stacklevel=2,
+            )
+        self.do_version_check = do_version_check  # the daemon answers or calls fail
         # Checked before connecting: a strategy fxgate cannot honour fails here.
         self.fx_serializer = serializer_from(
             code_serialization_strategy, data_serialization_strategy

@@ -119,6 +119,22 @@ def test_not_offered_methods_say_why(client: Client) -> None:
     client.logout()
 
 
+def test_client_keywords_choosing_service_or_identity_are_refused_not_dropped() -> None:
+    """A script's own login would be silently replaced by the daemon's identity: refused."""
+    nowhere = "unix:///nonexistent.sock"
+    for keywords in (
+        {"app": object()},
+        {"authorizer": object()},
+        {"environment": "sandbox"},
+        {"local_compute_services": True},
+    ):
+        with pytest.raises(NotOffered, match="is not offered: "):
+            Client(address=nowhere, **keywords)
+    with pytest.warns(UserWarning, match="'funcx_home' argument is unrecognized"):
+        Client(address=nowhere, funcx_home="/tmp").close()
+    Client(address=nowhere, do_version_check=False).close()
+
+
 # ------------------------------------------------------------------ Globus endpoint
 
 
