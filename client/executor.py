@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client import registration
+from client.client import Client
 from client.connection import Connection
 from client.errors import NotOffered
 from client.futures import ComputeFuture
@@ -109,6 +110,12 @@ class Executor(concurrent.futures.Executor):
                 "container_id: funcX containers are gone from Globus Compute, and fxgate "
                 "cannot run a task in one; configure the container on the endpoint"
             )
+        if client is not None and not isinstance(client, Client):
+            raise NotOffered(
+                "Executor(client=...) takes fxgate's client.Client: another client (the "
+                "SDK's) carries its own Globus login, and tasks would run as the daemon's "
+                "identity instead; pass client.Client(), or use the SDK's Executor"
+            )
         # Checked at once, as the SDK does; each task takes the values current at its submit().
         self.resource_specification = resource_specification
         self.user_endpoint_config = user_endpoint_config
@@ -125,7 +132,8 @@ class Executor(concurrent.futures.Executor):
         self._plain_options = _Options("", "", self._result_serializers)  # see _options()
         self.task_count_submitted = 0
         self._amqp_port = amqp_port
-        self._conn = Connection(address)
+        # An fxgate Client given names the daemon, unless an address is given too.
+        self._conn = Connection(address or getattr(client, "address", None))
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._codes: dict[tuple[Callable[..., Any], str], _Code] = {}  # by (fn, strategy id)
         # register_function / register_source_code: function (or hash of source) -> id.

@@ -133,6 +133,14 @@ def test_client_keywords_choosing_service_or_identity_are_refused_not_dropped() 
     with pytest.warns(UserWarning, match="'funcx_home' argument is unrecognized"):
         Client(address=nowhere, funcx_home="/tmp").close()
     Client(address=nowhere, do_version_check=False).close()
+    with pytest.raises(NotOffered, match="client.Client"):
+        Executor(endpoint_id="local", client=object())
+
+
+def test_executor_given_a_client_uses_its_daemon(daemon: DaemonProcess) -> None:
+    with Client(address=daemon.address) as c, Executor(endpoint_id="local", client=c) as ex:
+        assert ex.address == daemon.address
+        assert ex.submit(pow, 2, 5).result(timeout=60) == 32
 
 
 # ------------------------------------------------------------------ Globus endpoint

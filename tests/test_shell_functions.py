@@ -16,10 +16,12 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import client
@@ -339,6 +341,10 @@ def test_run_dirs_of_killed_workers_are_removed_at_the_next_start(tmp_path: Path
     finally:
         d.kill()
     assert first <= {p.name for p in tmp.iterdir()}  # left behind by the SIGKILL
+    workers = [int(name.split("-")[2]) for name in first]
+    deadline = time.monotonic() + 30  # they die with the daemon (PDEATHSIG), not at once
+    while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
     d.start()
     try:
         left = {p.name for p in tmp.iterdir()}

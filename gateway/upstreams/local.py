@@ -49,7 +49,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from fxgate_contract.states import TaskState
-from gateway.sandbox import sweep_stale
+from gateway.run_dirs import sweep_stale
 from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,
