@@ -15,6 +15,7 @@ are found on its PATH; `running_engine` sets both for the engine's lifetime.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import uuid
@@ -129,24 +130,35 @@ def running_engine(
             engine.shutdown()
 
 
+@functools.lru_cache(maxsize=64)
+def _function_buffer(fn: Callable[..., Any]) -> str:
+    # Serialized once per function, as a function is registered once with the
+    # web service; reading its source for every task would dominate a burst.
+    return _SERDE.serialize(fn)
+
+
 def pack_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[uuid.UUID, bytes]:
     """A new task id and the messagepack Task an endpoint receives for fn(*args, **kwargs)."""
     task_id = uuid.uuid4()
     buffer = _SERDE.pack_buffers(
-        [_SERDE.serialize(fn), _SERDE.serialize(args), _SERDE.serialize(kwargs)]
+        [_function_buffer(fn), _SERDE.serialize(args), _SERDE.serialize(kwargs)]
     )
     return task_id, messagepack.pack(Task(task_id=task_id, task_buffer=buffer))
 
 
-def submit(engine: GlobusComputeEngine, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Hand fn(*args, **kwargs) to the engine as an endpoint does; the endpoint's task future.
+def submit_packed(engine: GlobusComputeEngine, task_id: uuid.UUID, packed: bytes) -> Any:
+    """Hand a packed Task to the engine as an endpoint does; the endpoint's task future.
 
     The future's result is the packed Result bytes; `result_of` decodes it.
     """
-    task_id, packed = pack_task(fn, *args, **kwargs)
     future = GCFuture(task_id)
     engine.submit(future, packed, resource_specification={})
     return future
+
+
+def submit(engine: GlobusComputeEngine, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Pack fn(*args, **kwargs) and hand it to the engine; the endpoint's task future."""
+    return submit_packed(engine, *pack_task(fn, *args, **kwargs))
 
 
 def decode_result(packed: bytes) -> Any:
