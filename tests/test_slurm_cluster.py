@@ -120,7 +120,7 @@ def test_task_runs_again_on_a_new_block_when_its_block_is_cancelled(
         tmp_path / "run",
         env=engine_env(slurm.env()),
         max_retries_on_system_failure=1,
-        heartbeat_threshold=6,
+        heartbeat_threshold=10,
         heartbeat_period=1,
         job_status_kwargs={"strategy_period": 1},
     ) as engine:

@@ -71,10 +71,13 @@ def slurm() -> Iterator[SlurmCluster]:
     is missing or the cluster cannot start here. Tests may cancel their own
     jobs; stop() cancels whatever is left before the daemons go.
     """
+    cluster = None
     try:
         cluster = SlurmCluster()
         cluster.start()
     except SlurmUnavailable as exc:
+        if cluster is not None:
+            cluster.stop()  # its temporary directory
         print(exc, file=sys.stderr)
         pytest.skip(str(exc))
     try:
