@@ -1,4 +1,4 @@
-"""Reusable pytest fixtures: a real broker, the fake Globus service, a real PostgreSQL.
+"""Reusable pytest fixtures: a real broker, the fake Globus service, PostgreSQL, a Slurm cluster.
 
 Plain fixture functions: import them into conftest.py or a test module
 (`from tests.support.fixtures import rabbit, fake_globus  # noqa: F401`).
@@ -7,6 +7,7 @@ Everything started here is stopped in teardown, so no broker outlives a run.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.support.fake_globus import FakeGlobus
 from tests.support.postgres import PostgresCluster
 from tests.support.rabbitmq import RabbitNode
+from tests.support.slurm import SlurmCluster, SlurmUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +58,29 @@ def postgres() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster()
     try:
         cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    """One private one-node Slurm cluster for the whole session (about 1-2 s to start).
+
+    Skipped, with the reason and the daemons' logs, where slurm-wlm or munge
+    is missing or the cluster cannot start here. Tests may cancel their own
+    jobs; stop() cancels whatever is left before the daemons go.
+    """
+    cluster = None
+    try:
+        cluster = SlurmCluster()
+        cluster.start()
+    except SlurmUnavailable as exc:
+        if cluster is not None:
+            cluster.stop()  # its temporary directory
+        print(exc, file=sys.stderr)
+        pytest.skip(str(exc))
+    try:
         yield cluster
     finally:
         cluster.stop()
