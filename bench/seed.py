@@ -18,7 +18,7 @@ from pathlib import Path
 from fxgate_contract.serialize import pack_function, pack_payload, serialize_data
 from fxgate_contract.states import TaskState
 from gateway.store.database import Store
-from gateway.store.records import Completion, GroupInfo, NewTask
+from gateway.store.records import Completion, FunctionRecord, GroupInfo, NewTask
 
 
 def double(x: int) -> int:
@@ -42,7 +42,9 @@ def seed(state_dir: Path, endpoint_id: str, groups: int, per_group: int) -> Seed
     store.open()
     try:
         function_id = str(uuid.uuid4())
-        store.register_function(function_id, "double", pack_function(double)).result()
+        store.register_function(
+            function_id, FunctionRecord("double", pack_function(double))
+        ).result()
         payload = pack_payload((0,), {})  # cleared at completion; its size only matters before
         group_ids = []
         for g in range(groups):
