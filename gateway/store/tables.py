@@ -44,6 +44,8 @@ GROUPS = Table(
     Column("upstream_group_id", String(36), index=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False, index=True),
+    # A name a person gave the group at its first submit (Executor(label=...)); NULL if none.
+    Column("label", String(256)),
 )
 
 FUNCTIONS = Table(
@@ -125,3 +127,14 @@ def add_options_column(engine: Engine) -> None:
         conn.execute(
             text("ALTER TABLE tasks ADD COLUMN options_key VARCHAR(64) NOT NULL DEFAULT ''")
         )
+
+
+def add_label_column(engine: Engine) -> None:
+    """Give a task_groups table made before group labels its label column (create_all won't).
+
+    Runs at open, before the writer starts; existing groups get NULL (no label).
+    """
+    if any(c["name"] == "label" for c in inspect(engine).get_columns("task_groups")):
+        return
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE task_groups ADD COLUMN label VARCHAR(256)"))
