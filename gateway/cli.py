@@ -46,6 +46,8 @@ Exit codes: 0 ok; 1 the work failed (a task, a group) or no daemon answers;
 that has not finished.
 """
 
+GROUP_HELP = "a task group id (fxgate's or the Globus one)"
+
 # Commands whose logic lives in fxgate_cli.<name> (a client of the daemon: see its docstring).
 USER_COMMANDS = ("groups", "tasks", "result", "watch", "cancel", "release", "gc")
 
@@ -93,7 +95,7 @@ def _user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "List the tasks of one group by task id, with state, finish time and error.",
         "fxgate tasks 7d1e... --state failed",
     )
-    tasks.add_argument("group", help="a task group id (fxgate's or the Globus one)")
+    tasks.add_argument("group", metavar="GROUP", help=GROUP_HELP)
     tasks.add_argument(
         "--state",
         help="only tasks in this state: accepted, submitted, success, failed, cancelled",
@@ -109,7 +111,7 @@ def _user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "command's process, never in the daemon.",
         "fxgate result 0b7e... --json",
     )
-    result.add_argument("task", help="a task id (fxgate's or the Globus one)")
+    result.add_argument("task", metavar="TASK", help="a task id (fxgate's or the Globus one)")
 
     watch = _command(
         sub,
@@ -120,7 +122,7 @@ def _user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "otherwise. Exits 0 if every task succeeded, 1 if any failed or was cancelled.",
         "fxgate watch 7d1e...",
     )
-    watch.add_argument("group", help="a task group id (fxgate's or the Globus one)")
+    watch.add_argument("group", metavar="GROUP", help=GROUP_HELP)
     watch.add_argument("--plain", action="store_true", help="plain lines even in a terminal")
 
     cancel = _command(
@@ -142,7 +144,7 @@ def _user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "Delete a task group and every result stored for it from the daemon.",
         "fxgate release 7d1e... --cancel",
     )
-    release.add_argument("group", help="a task group id (fxgate's or the Globus one)")
+    release.add_argument("group", metavar="GROUP", help=GROUP_HELP)
     release.add_argument(
         "--cancel", action="store_true", help="cancel its tasks that have not started first"
     )

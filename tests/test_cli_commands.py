@@ -274,7 +274,7 @@ class Tmux:
         return out.stdout
 
     def start(self, command: str) -> None:
-        self.run("new-session", "-d", "-s", "t", "-x", "160", "-y", "12", command)
+        self.run("new-session", "-d", "-s", "t", "-x", "220", "-y", "12", command)
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "t")

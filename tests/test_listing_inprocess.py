@@ -164,3 +164,29 @@ def test_gc_keeps_groups_inside_the_retention_period(gateway: Gateway) -> None:
     cutoff, released = gateway.collect_garbage(dry_run=False)
     assert released == {}
     assert dataclasses.asdict(gateway.list_groups(0, "")[0][0])["group"]["id"] == group
+
+
+def test_a_store_made_before_labels_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = Store(url)
+    store.open()
+    store.close()
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as an fxgate before labels left it
+        db.execute("ALTER TABLE task_groups DROP COLUMN label")
+        db.execute(
+            "INSERT INTO task_groups (id, upstream, endpoint_id, created_at, updated_at)"
+            " VALUES ('11111111-1111-1111-1111-111111111111', 'local', 'e', 1.0, 1.0)"
+        )
+    store = Store(url)
+    store.open()
+    try:
+        (old,) = store.group_page(10, None)
+        assert (old.group.id, old.group.label, old.counts) == (
+            "11111111-1111-1111-1111-111111111111",
+            "",
+            {},
+        )
+    finally:
+        store.close()

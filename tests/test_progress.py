@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from concurrent.futures import Future
 
+import pytest
+
 from client import Client, Executor, as_completed_progress, progress
 from client.tracking import Counts, ProgressView
 
@@ -60,7 +62,8 @@ def test_as_completed_progress_yields_each_future_once(executor: Executor) -> No
     assert sorted(f.result() for f in seen) == [0, 1, 4, 9]
 
 
-def test_a_forced_bar_is_drawn_with_rich() -> None:
+def test_a_forced_bar_is_drawn_with_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line: no word of it wrapped
     out = io.StringIO()
     view = ProgressView("work", file=out, plain=False)
     assert view.is_bar
