@@ -29,16 +29,23 @@ def double(x: int) -> int:
     return 2 * x
 
 
-def make_gateway(path: Path, retention_days: float = 14.0) -> Gateway:
-    settings = Settings(
-        state_dir=path, db=f"sqlite:///{path / 'gateway.db'}", retention_days=retention_days
-    )
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: SQLite in tmp_path, or one on the session's PostgreSQL."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres").new_database()
+        return url
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+def make_gateway(path: Path, db: str, retention_days: float = 14.0) -> Gateway:
+    settings = Settings(state_dir=path, db=db, retention_days=retention_days)
     return Gateway(settings, Store(settings.db), {"local": RecordingUpstream("local")})
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    gw = make_gateway(tmp_path)
+def gateway(tmp_path: Path, db: str) -> Iterator[Gateway]:
+    gw = make_gateway(tmp_path, db)
     gw.start()
     yield gw
     gw.stop()
@@ -139,8 +146,8 @@ def test_a_label_is_bounded(gateway: Gateway) -> None:
         submit(gateway, 1, label="a\x00b")
 
 
-def test_gc_dry_run_names_what_the_real_sweep_then_releases(tmp_path: Path) -> None:
-    gw = make_gateway(tmp_path, retention_days=0)  # every finished group is past retention
+def test_gc_dry_run_names_what_the_real_sweep_then_releases(tmp_path: Path, db: str) -> None:
+    gw = make_gateway(tmp_path, db, retention_days=0)  # every finished group is past retention
     gw.start()
     try:
         finished, finished_ids = submit(gw, 2)
