@@ -118,6 +118,7 @@ def follow(conn: Connection, summary: dict[str, Any], view: ProgressView) -> Gro
     news: queue.Queue[Any] = queue.Queue()
     calls = _open(conn, group, tally.last_seq, news) if not tally.complete else []
     view.update(tally.counts())
+    lost = False  # said so on stderr, and not heard from the daemon since
     try:
         while not tally.complete:
             try:
@@ -127,11 +128,15 @@ def follow(conn: Connection, summary: dict[str, Any], view: ProgressView) -> Gro
                 continue
             if isinstance(item, pb.WatchResponse):
                 tally.apply(item)
+                lost = False
             else:  # the stream ended: open it again unless the daemon refused it
                 if isinstance(item, grpc.RpcError) and not transient(item):
                     raise refused(item)
-                print(f"fxgate: watch stream lost ({item}); reconnecting", file=sys.stderr)
-                time.sleep(RECONNECT_S)
+                if not lost:
+                    reason = item.details() if isinstance(item, grpc.RpcError) else item
+                    print(f"fxgate: lost the daemon ({reason}); reconnecting", file=sys.stderr)
+                    lost = True
+                time.sleep(RECONNECT_S)  # a pause between attempts, not a synchronization
                 calls = _open(conn, group, tally.last_seq, news)
             if tally.complete:  # tasks may have joined the group since the summary
                 tally.total = listing.task_group(conn, group)["total"]

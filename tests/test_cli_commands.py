@@ -255,6 +255,29 @@ def test_watch_piped_prints_plain_lines_and_exits_1_on_a_failure(
     assert (doc["done"], doc["failed"], doc["total"]) == (2, 1, 3)
 
 
+def test_watch_carries_on_across_a_daemon_restart(daemon: DaemonProcess, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    group = script(daemon, WAITING_GROUP, str(go), "[2, 3]")["group"]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "watch", group, "--json"],
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert watch.stdout is not None
+    assert json.loads(watch.stdout.readline())["pending"] == 2  # watching
+    assert daemon.stop() == 0
+    daemon.start()  # the unfinished tasks run again
+    go.touch()
+    out, err = watch.communicate(timeout=180)
+    assert watch.returncode == 0, err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert (last["done"], last["failed"], last["total"]) == (2, 0, 2)
+    assert err.count("reconnecting") == 1, err  # said once, however long the daemon was away
+
+
 class Tmux:
     """A private tmux server (its own socket name): sessions it starts, text on its screens."""
 
