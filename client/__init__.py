@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from client.executor import Executor, FuncXExecutor
     from client.futures import ComputeFuture, FuncXFuture
     from client.shell import MPIFunction, ShellFunction, ShellResult
+    from client.tracking import as_completed_progress, progress
 
     FuncxTaskExecutionFailed = TaskExecutionFailed
 
@@ -61,6 +62,8 @@ _HOMES = {
     "MPIFunction": "client.shell",
     "ShellFunction": "client.shell",
     "ShellResult": "client.shell",
+    "as_completed_progress": "client.tracking",
+    "progress": "client.tracking",
 }
 
 __all__ = [
@@ -89,6 +92,8 @@ __all__ = [
     "TaskPending",
     "UntrustedSocket",
     "VersionMismatch",
+    "as_completed_progress",
+    "progress",
 ]
 
 

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from client import registration
+from client import listing, registration
 from client.connection import Connection
 from client.errors import NotOffered, TaskPending
 from client.futures import ComputeFuture, resolve
@@ -443,13 +443,46 @@ class Client:
         response = self._conn.call(lambda: self._conn.stub.Cancel(request), what="Cancel")
         return list(response.cancelled_task_ids)
 
-    def release_task_group(self, task_group_id: str) -> int:
-        """Forget a group and its stored results; the number of tasks released."""
-        request = pb.ReleaseGroupRequest(task_group_id=str(task_group_id))
+    def release_task_group(self, task_group_id: str, *, cancel_unfinished: bool = False) -> int:
+        """Forget a group and its stored results; the number of tasks released.
+
+        cancel_unfinished: cancel its tasks that have not started first.
+        """
+        request = pb.ReleaseGroupRequest(
+            task_group_id=str(task_group_id), cancel_unfinished=cancel_unfinished
+        )
         response = self._conn.call(
             lambda: self._conn.stub.ReleaseGroup(request), what="ReleaseGroup"
         )
         return int(response.tasks_released)
+
+    def list_task_groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The task groups the daemon holds, newest first (the newest `limit`, if given).
+
+        Each is {"task_group_id", "endpoint_id", "upstream" ("local" or "globus"),
+        "label" (Executor(label=...) or None), "upstream_task_group_id" (or None),
+        "created_at", "updated_at" (epoch seconds), "tasks" ({state: count} for
+        every state: "accepted", "submitted", "running", "success", "failed",
+        "cancelled"), "total", "last_seq"}. How to find a lost task group id.
+        """
+        return listing.task_groups(self._conn, limit)
+
+    def get_task_group_status(self, task_group_id: str | uuid.UUID) -> dict[str, Any]:
+        """One group's document, as list_task_groups shapes it (fxgate's id or the Globus one)."""
+        return listing.task_group(self._conn, str(task_group_id))
+
+    def list_tasks(
+        self, task_group_id: str | uuid.UUID, state: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A group's tasks by task id, without results: [{"task_id", "status",
+        "upstream_task_id", "created_at", "completed_at", "error_code", "error_message"}];
+        `state` (e.g. "failed") keeps only tasks in that state."""
+        return listing.tasks(self._conn, str(task_group_id), state, limit)
+
+    def collect_garbage(self, dry_run: bool = False) -> dict[str, Any]:
+        """Release now the finished groups older than the daemon's retention_days
+        (dry_run: only list them): {"dry_run", "cutoff", "task_group_ids", "tasks_released"}."""
+        return listing.collect_garbage(self._conn, dry_run)
 
     def status(self) -> dict[str, Any]:
         """The daemon's health and counts, as plain data."""

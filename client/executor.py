@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from client import registration
+from client import listing, registration
 from client.client import Client
 from client.connection import Connection
-from client.errors import NotOffered
+from client.errors import NotOffered, RequestRefused
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
@@ -438,6 +438,7 @@ class Executor(concurrent.futures.Executor):
             user_endpoint_config_json=options.user_endpoint_config,
             resource_specification_json=options.resource_specification,
             user_runtime_json=user_runtime_json(),
+            label=self.label,
             tasks=[pb.TaskSpec(function_id=self._register(i), payload=i.payload) for i in items],
         )
         watcher = self._watcher(group_id)
@@ -462,6 +463,18 @@ class Executor(concurrent.futures.Executor):
             if watcher is None:
                 watcher = self._watchers[group_id] = GroupWatcher(self._conn, group_id)
             return watcher
+
+    def status(self) -> dict[str, int]:
+        """This Executor's task group, counted by state ({"accepted": n, ..., "success": n,
+        "failed": n, "cancelled": n}, every state named); all 0 before its first task
+        reached the daemon. Tasks still queued in this process are not counted."""
+        try:
+            counts: dict[str, int] = listing.task_group(self._conn, self.task_group_id)["tasks"]
+        except RequestRefused as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+            counts = dict.fromkeys(listing.STATE_NAMES, 0)
+        return counts
 
     # ------------------------------------------------------------ reload
     def reload_tasks(self, task_group_id: str | uuid.UUID | None = None) -> list[ComputeFuture]:

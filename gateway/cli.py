@@ -1,4 +1,7 @@
-"""The `fxgate` command: argument parsing and nothing else."""
+"""The `fxgate` command: argument parsing, the daemon (serve) and its health (status).
+
+The commands that look at a user's work live in fxgate_cli, one module each.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,162 @@ from gateway.errors import GatewayError
 STATUS_TIMEOUT_S = 10.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fxgate", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"fxgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+fxgate runs Python functions on Globus Compute endpoints, or on local workers,
+through one resident daemon that keeps every task and result until you release
+them. Start the daemon once with `fxgate serve`; scripts submit with
+fxgate's Executor or Client, and these commands show what became of it.
+"""
 
-    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+EPILOG = """\
+examples:
+  fxgate serve                       run the daemon (in the foreground)
+  fxgate status                      is it up, and how many tasks does it hold
+  fxgate groups                      your task groups, newest first
+  fxgate watch GROUP                 a live progress bar until GROUP completes
+  fxgate tasks GROUP --state failed  the tasks of GROUP that failed
+  fxgate result TASK                 a task's value, or the traceback it failed with
+  fxgate cancel --group GROUP        cancel GROUP's tasks that have not started
+  fxgate release GROUP               forget GROUP and its results
+  fxgate gc --dry-run                what the retention sweep would release now
+
+Every command but serve takes --json, --address and --state-dir.
+Exit codes: 0 ok; 1 the work failed (a task, a group) or no daemon answers;
+2 a mistake in the request (bad arguments, an unknown id); 3 `result` of a task
+that has not finished.
+"""
+
+GROUP_HELP = "a task group id (fxgate's or the Globus one)"
+
+# Commands whose logic lives in fxgate_cli.<name> (a client of the daemon: see its docstring).
+USER_COMMANDS = ("groups", "tasks", "result", "watch", "cancel", "release", "gc")
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that finds the daemon as the client does and can answer in JSON."""
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--address", help="the daemon's address (default: $FXGATE_ADDRESS, else the state dir's)"
+    )
+    parser.add_argument(
+        "--state-dir", dest="state_dir", help="talk to the daemon serving this state dir"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    groups = _command(
+        sub,
+        "groups",
+        "your task groups, newest first",
+        "List the task groups the daemon holds, newest first: id, label, endpoint, age and\n"
+        "tasks by state. This is how to find a task group id you lost.",
+        "fxgate groups --limit 5",
+    )
+    groups.add_argument("--limit", type=int, help="only the newest LIMIT groups")
+
+    tasks = _command(
+        sub,
+        "tasks",
+        "the tasks of a group and their states",
+        "List the tasks of one group by task id, with state, finish time and error.",
+        "fxgate tasks 7d1e... --state failed",
+    )
+    tasks.add_argument("group", metavar="GROUP", help=GROUP_HELP)
+    tasks.add_argument(
+        "--state",
+        help="only tasks in this state: accepted, submitted, success, failed, cancelled",
+    )
+    tasks.add_argument("--limit", type=int, help="at most LIMIT tasks")
+
+    result = _command(
+        sub,
+        "result",
+        "a task's value, or the traceback it failed with",
+        "Print a finished task's value (exit 0), or the remote traceback of a failed task\n"
+        "on stderr (exit 1); a task not finished yet exits 3. The result is loaded in this\n"
+        "command's process, never in the daemon.",
+        "fxgate result 0b7e... --json",
+    )
+    result.add_argument("task", metavar="TASK", help="a task id (fxgate's or the Globus one)")
+
+    watch = _command(
+        sub,
+        "watch",
+        "a live progress bar until a group completes",
+        "Follow a task group until all its tasks finished: done, failed, running, pending,\n"
+        "rate and ETA. A progress bar in a terminal, a plain line every few seconds\n"
+        "otherwise. Exits 0 if every task succeeded, 1 if any failed or was cancelled.",
+        "fxgate watch 7d1e...",
+    )
+    watch.add_argument("group", metavar="GROUP", help=GROUP_HELP)
+    watch.add_argument("--plain", action="store_true", help="plain lines even in a terminal")
+
+    cancel = _command(
+        sub,
+        "cancel",
+        "cancel tasks that have not started",
+        "Cancel tasks that have not started yet, named one by one or a whole group's.\n"
+        "Tasks already running or finished are left as they are.",
+        "fxgate cancel --group 7d1e...",
+    )
+    which = cancel.add_mutually_exclusive_group(required=True)
+    which.add_argument("tasks", nargs="*", default=[], help="task ids", metavar="TASK")
+    which.add_argument("--group", help="every unfinished task of this group")
+
+    release = _command(
+        sub,
+        "release",
+        "forget a group and its stored results",
+        "Delete a task group and every result stored for it from the daemon.",
+        "fxgate release 7d1e... --cancel",
+    )
+    release.add_argument("group", metavar="GROUP", help=GROUP_HELP)
+    release.add_argument(
+        "--cancel", action="store_true", help="cancel its tasks that have not started first"
+    )
+
+    gc = _command(
+        sub,
+        "gc",
+        "release finished groups older than the retention period now",
+        "Run the daemon's retention sweep now (it runs hourly on its own): release the\n"
+        "finished task groups untouched for retention_days. --dry-run only lists them.",
+        "fxgate gc --dry-run",
+    )
+    gc.add_argument("--dry-run", dest="dry_run", action="store_true", help="release nothing")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fxgate",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fxgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon in the foreground",
+        description="Run the fxgate daemon in the foreground until SIGTERM or Ctrl-C.",
+        epilog="example:\n  fxgate serve --local-workers 4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--config", type=Path, help="config file (default <state-dir>/config.toml)")
     serve.add_argument("--state-dir", dest="state_dir", help="where the socket and database live")
     serve.add_argument(
@@ -33,9 +186,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--local-workers", dest="local_workers", type=int)
     serve.add_argument("--log-level", dest="log_level")
 
-    status = sub.add_parser("status", help="health and task counts of a running daemon")
+    status = sub.add_parser(
+        "status",
+        help="health and task counts of a running daemon",
+        description="Whether the daemon answers, its upstreams, and its tasks counted by state.",
+        epilog="example:\n  fxgate status --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--address", help="the daemon's address (default as the client resolves)")
+    status.add_argument(
+        "--state-dir", dest="state_dir", help="talk to the daemon serving this state dir"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    _user_commands(sub)
     return parser
 
 
@@ -127,7 +290,10 @@ def _status_over_tcp(address: str) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    address = resolve_address(args.address)
+    if args.address or not args.state_dir:
+        address = resolve_address(args.address)
+    else:
+        address = resolve_address(None, {"FXGATE_STATE_DIR": args.state_dir})
     try:
         st = _read_status(address)
     except (OSError, ValueError) as exc:
@@ -154,12 +320,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_command(args: argparse.Namespace) -> int:
+    """A command of fxgate_cli, imported only now: the daemon never loads those modules."""
+    import importlib
+
+    from fxgate_cli.common import run
+
+    module = importlib.import_module(f"fxgate_cli.{args.command}")
+    return run(module.main, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
-        return _status(args)
+        if args.command == "status":
+            return _status(args)
+        return _user_command(args)
     except GatewayError as exc:
         print(f"fxgate: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from fxgate_contract.errors import SerializationError
 from fxgate_contract.framing import check_packed
 from fxgate_contract.states import TaskState
 from fxgate_contract.strategies import CODE_IDS, DATA_IDS
-from gateway import __version__, directory
+from gateway import __version__, directory, listing
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
@@ -34,10 +34,12 @@ from gateway.store.records import (
     Completion,
     FunctionRecord,
     GroupInfo,
+    GroupSummary,
     NewTask,
     PendingTask,
     TaskEvent,
     TaskOptions,
+    TaskSummary,
 )
 from gateway.task_options import check_local_options, check_options, check_registration
 from gateway.upstreams.base import Upstream, UpstreamPorts
@@ -59,6 +61,8 @@ MAX_ID_CHARS = 64
 # would make the store and the daemon's memory pay for.
 MAX_IDS_PER_CALL = 100_000
 MAX_TASKS_PER_SUBMIT = 100_000
+# A group's label names it for a person (`fxgate groups`): a name, not a document.
+MAX_LABEL_CHARS = 256
 # The role a ListEndpoints passes to the service ("owner", "any"): a word, not a document.
 MAX_ROLE_CHARS = 64
 # result_serializers: import paths of serialization strategies.
@@ -256,6 +260,7 @@ class Gateway:
         submit_id: str,
         result_serializers: Sequence[str],
         options: TaskOptions = NO_OPTIONS,
+        label: str = "",
     ) -> Future[tuple[str, list[str]]]:
         """Validate at once (raising), then commit and hand tasks upstream.
 
@@ -268,6 +273,7 @@ class Gateway:
             raise InvalidRequest(
                 f"a submit carries at most {MAX_TASKS_PER_SUBMIT} tasks; this one has {len(tasks)}"
             )
+        _check_label(label)
         named = bool(submit_id)
         submit_id = _canonical_uuid(submit_id, "submit_id") if named else str(uuid.uuid4())
         upstream, endpoint = self.route(endpoint_id)
@@ -293,7 +299,7 @@ class Gateway:
             group_id = ""
         # Whether the group exists (and on which upstream) is decided by the
         # store's writer, where concurrent first submits cannot race.
-        group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None)
+        group = GroupInfo(group_id or str(uuid.uuid4()), upstream, endpoint, None, label)
         serializers = tuple(result_serializers)
         out: Future[tuple[str, list[str]]] = Future()
         # Running, so a caller that goes away cannot cancel it: the commit is
@@ -496,6 +502,30 @@ class Gateway:
         group = self.group(group_id)
         return self.store.release(group.id).result()
 
+    def list_groups(
+        self, page_size: int, page_token: str, group_id: str = ""
+    ) -> tuple[list[GroupSummary], str]:
+        """A page of task groups, newest first, and the next page's token; given a group
+        id (fxgate's or the upstream's), that group alone (NotFound if unknown)."""
+        only = self.group(group_id).id if group_id else ""
+        return listing.task_groups(self.store, page_size, page_token, only)
+
+    def list_tasks(
+        self, group_id: str, state: int, page_size: int, page_token: str
+    ) -> tuple[GroupInfo, list[TaskSummary], str]:
+        """The group, a page of its tasks (state 0: all), and the next page's token."""
+        group = self.group(group_id)
+        tasks, token = listing.group_tasks(self.store, group.id, state, page_size, page_token)
+        return group, tasks, token
+
+    def collect_garbage(self, dry_run: bool) -> tuple[float, dict[str, int]]:
+        """The retention sweep: (cutoff, {group id: tasks}) of the finished groups untouched
+        since cutoff, released unless dry_run. The retention thread runs it hourly."""
+        cutoff = time.time() - self.settings.retention_days * 86400
+        if dry_run:
+            return cutoff, self.store.expirable(cutoff)
+        return cutoff, self.store.expire(cutoff).result()
+
     # ----------------------------------------------------------- lookups
     def endpoint_document(self, endpoint_id: str, metadata: bool) -> directory.JSON:
         """An endpoint's status (or metadata) document, as the SDK's Client returns it."""
@@ -552,6 +582,12 @@ def _last_seq(events: Sequence[TaskEvent], last: int) -> int:
         if e.seq:
             return e.seq
     return last
+
+
+def _check_label(label: str) -> None:
+    if len(label) > MAX_LABEL_CHARS:
+        raise InvalidRequest(f"label {shown(label)} is longer than {MAX_LABEL_CHARS} characters")
+    _check_text(label, "label")
 
 
 def _check_serializers(paths: Sequence[str]) -> None:

@@ -179,9 +179,8 @@ class Daemon:
     def _retention_loop(self) -> None:
         assert self.gateway is not None
         while not self._stopping.wait(RETENTION_CHECK_S):
-            cutoff = time.time() - self.settings.retention_days * 86400
             try:
-                gone = self.gateway.store.expire(cutoff).result()
+                _, gone = self.gateway.collect_garbage(dry_run=False)
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("retention sweep failed: %s", exc)
                 continue

@@ -31,7 +31,7 @@ from fxgate_contract.errors import FROM_DAEMON
 from gateway.core import Gateway, Status
 from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
 from gateway.loglimit import throttled
-from gateway.store.records import NewTask, TaskEvent, TaskOptions
+from gateway.store.records import GroupSummary, NewTask, TaskEvent, TaskOptions
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,7 @@ class Servicer(pb_grpc.GatewayServicer):
             request.submit_id,
             list(request.result_serializers),
             options,
+            request.label,
         )
         group_id, ids = await asyncio.wrap_future(committed)
         return pb.SubmitResponse(task_group_id=group_id, task_ids=ids)
@@ -329,6 +330,57 @@ class Servicer(pb_grpc.GatewayServicer):
         return pb.ReleaseGroupResponse(tasks_released=released)
 
     @unary
+    async def ListTaskGroups(  # noqa: N802
+        self, request: pb.ListTaskGroupsRequest, context: Context
+    ) -> pb.ListTaskGroupsResponse:
+        groups, token = await self._run(
+            self.gw.list_groups, request.page_size, request.page_token, request.task_group_id
+        )
+        return pb.ListTaskGroupsResponse(
+            task_groups=[group_summary(g) for g in groups], next_page_token=token
+        )
+
+    @unary
+    async def ListTasks(  # noqa: N802
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
+        group, tasks, token = await self._run(
+            self.gw.list_tasks,
+            request.task_group_id,
+            request.state,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListTasksResponse(
+            task_group_id=group.id,
+            tasks=[
+                pb.TaskSummary(
+                    task_id=t.task_id,
+                    state=int(t.state),  # type: ignore[arg-type]
+                    upstream_task_id=t.upstream_task_id,
+                    created_at=t.created_at,
+                    completed_at=t.completed_at,
+                    error_code=t.error_code,
+                    error_message=t.error_message,
+                )
+                for t in tasks
+            ],
+            next_page_token=token,
+        )
+
+    @unary
+    async def CollectGarbage(  # noqa: N802
+        self, request: pb.CollectGarbageRequest, context: Context
+    ) -> pb.CollectGarbageResponse:
+        cutoff, groups = await self._run(self.gw.collect_garbage, request.dry_run)
+        return pb.CollectGarbageResponse(
+            task_group_ids=sorted(groups),
+            tasks_released=sum(groups.values()),
+            cutoff=cutoff,
+            dry_run=request.dry_run,
+        )
+
+    @unary
     async def Status(  # noqa: N802
         self, request: pb.StatusRequest, context: Context
     ) -> pb.StatusResponse:
@@ -353,6 +405,21 @@ class Servicer(pb_grpc.GatewayServicer):
     ) -> pb.JsonDocument:
         doc = await self._run(self.gw.function_document, request.function_id)
         return pb.JsonDocument(json=json.dumps(doc))
+
+
+def group_summary(g: GroupSummary) -> pb.TaskGroupSummary:
+    """A group as ListTaskGroups lists it."""
+    return pb.TaskGroupSummary(
+        task_group_id=g.group.id,
+        endpoint_id=g.group.endpoint_id,
+        upstream=g.group.upstream,
+        label=g.group.label,
+        tasks=[pb.StateCount(state=int(k), count=v) for k, v in sorted(g.counts.items())],  # type: ignore[arg-type]
+        created_at=g.created_at,
+        updated_at=g.updated_at,
+        upstream_task_group_id=g.group.upstream_group_id or "",
+        last_seq=g.last_seq,
+    )
 
 
 def status_response(s: Status) -> pb.StatusResponse:

@@ -38,6 +38,9 @@ METHODS = [
     "DescribeEndpoint",
     "ListEndpoints",
     "DescribeFunction",
+    "ListTaskGroups",
+    "ListTasks",
+    "CollectGarbage",
 ]
 # Codes that mean the daemon failed, not the request (the store is healthy throughout,
 # so UNAVAILABLE would be a client's mistake misread as a store fault, retried forever).
@@ -279,6 +282,33 @@ def test_lookups(target: Target, data: st.DataObject) -> None:
             pb.DescribeFunctionRequest(function_id=some), timeout=30
         )
     )
+
+
+@FUZZ
+@given(data=st.data())
+def test_listings(target: Target, data: st.DataObject) -> None:
+    group = data.draw(st.sampled_from(["", target.group_id]) | ids(target))
+    size = data.draw(st.integers(0, 2**32 - 1) | st.sampled_from([0, 1, 1000, 1001, 10_001]))
+    token = data.draw(st.sampled_from([""]) | texts(target))
+    state = data.draw(st.integers(0, 2**31 - 1) | st.sampled_from([0, 4, 7]))
+    answered(
+        lambda: target.stub.ListTaskGroups(
+            pb.ListTaskGroupsRequest(page_size=size, page_token=token, task_group_id=group),
+            timeout=30,
+        )
+    )
+    answered(
+        lambda: target.stub.ListTasks(
+            pb.ListTasksRequest(
+                task_group_id=group,
+                state=state,  # type: ignore[arg-type]
+                page_size=size,
+                page_token=token,
+            ),
+            timeout=30,
+        )
+    )
+    answered(lambda: target.stub.CollectGarbage(pb.CollectGarbageRequest(dry_run=True)))
 
 
 @FUZZ

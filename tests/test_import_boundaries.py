@@ -61,6 +61,12 @@ def test_the_daemon_never_imports_the_client() -> None:
     assert loaded_by(DAEMON_MODULES, {"client"}) == []
 
 
+def test_the_daemon_never_loads_the_user_commands() -> None:
+    """gateway.cli imports a command of fxgate_cli (a client: dill, rich) only to run it."""
+    assert loaded_by(DAEMON_MODULES, {"fxgate_cli", "rich"}) == []
+    assert offenders("fxgate_cli", {"gateway", "sqlalchemy", "pika", "requests"}) == {}
+
+
 def test_the_daemon_never_loads_dill() -> None:
     """The daemon never unpickles user data: only local worker processes import dill."""
     watched = {"dill", "fxgate_contract.serialize", "gateway.execution"}

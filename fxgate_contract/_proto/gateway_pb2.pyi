@@ -51,7 +51,7 @@ class TaskSpec(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("task_group_id", "endpoint_id", "tasks", "submit_id", "result_serializers", "user_endpoint_config_json", "resource_specification_json", "user_runtime_json")
+    __slots__ = ("task_group_id", "endpoint_id", "tasks", "submit_id", "result_serializers", "user_endpoint_config_json", "resource_specification_json", "user_runtime_json", "label")
     TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class SubmitRequest(_message.Message):
     USER_ENDPOINT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_SPECIFICATION_JSON_FIELD_NUMBER: _ClassVar[int]
     USER_RUNTIME_JSON_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     task_group_id: str
     endpoint_id: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
@@ -68,7 +69,8 @@ class SubmitRequest(_message.Message):
     user_endpoint_config_json: str
     resource_specification_json: str
     user_runtime_json: str
-    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., submit_id: _Optional[str] = ..., result_serializers: _Optional[_Iterable[str]] = ..., user_endpoint_config_json: _Optional[str] = ..., resource_specification_json: _Optional[str] = ..., user_runtime_json: _Optional[str] = ...) -> None: ...
+    label: str
+    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., submit_id: _Optional[str] = ..., result_serializers: _Optional[_Iterable[str]] = ..., user_endpoint_config_json: _Optional[str] = ..., resource_specification_json: _Optional[str] = ..., user_runtime_json: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("task_group_id", "task_ids")
@@ -171,10 +173,12 @@ class CancelResponse(_message.Message):
     def __init__(self, cancelled_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReleaseGroupRequest(_message.Message):
-    __slots__ = ("task_group_id",)
+    __slots__ = ("task_group_id", "cancel_unfinished")
     TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
     task_group_id: str
-    def __init__(self, task_group_id: _Optional[str] = ...) -> None: ...
+    cancel_unfinished: bool
+    def __init__(self, task_group_id: _Optional[str] = ..., cancel_unfinished: _Optional[bool] = ...) -> None: ...
 
 class ReleaseGroupResponse(_message.Message):
     __slots__ = ("tasks_released",)
@@ -250,3 +254,101 @@ class JsonDocument(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class ListTaskGroupsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "task_group_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    task_group_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., task_group_id: _Optional[str] = ...) -> None: ...
+
+class TaskGroupSummary(_message.Message):
+    __slots__ = ("task_group_id", "endpoint_id", "upstream", "label", "tasks", "created_at", "updated_at", "upstream_task_group_id", "last_seq")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    endpoint_id: str
+    upstream: str
+    label: str
+    tasks: _containers.RepeatedCompositeFieldContainer[StateCount]
+    created_at: float
+    updated_at: float
+    upstream_task_group_id: str
+    last_seq: int
+    def __init__(self, task_group_id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., upstream: _Optional[str] = ..., label: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., upstream_task_group_id: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class ListTaskGroupsResponse(_message.Message):
+    __slots__ = ("task_groups", "next_page_token")
+    TASK_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_groups: _containers.RepeatedCompositeFieldContainer[TaskGroupSummary]
+    next_page_token: str
+    def __init__(self, task_groups: _Optional[_Iterable[_Union[TaskGroupSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("task_group_id", "state", "page_size", "page_token")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    state: TaskState
+    page_size: int
+    page_token: str
+    def __init__(self, task_group_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class TaskSummary(_message.Message):
+    __slots__ = ("task_id", "state", "upstream_task_id", "created_at", "completed_at", "error_code", "error_message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    state: TaskState
+    upstream_task_id: str
+    created_at: float
+    completed_at: float
+    error_code: str
+    error_message: str
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., upstream_task_id: _Optional[str] = ..., created_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("task_group_id", "tasks", "next_page_token")
+    TASK_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    task_group_id: str
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskSummary]
+    next_page_token: str
+    def __init__(self, task_group_id: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class CollectGarbageResponse(_message.Message):
+    __slots__ = ("task_group_ids", "tasks_released", "cutoff", "dry_run")
+    TASK_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    task_group_ids: _containers.RepeatedScalarFieldContainer[str]
+    tasks_released: int
+    cutoff: float
+    dry_run: bool
+    def __init__(self, task_group_ids: _Optional[_Iterable[str]] = ..., tasks_released: _Optional[int] = ..., cutoff: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...

@@ -89,6 +89,21 @@ class GatewayStub:
                 request_serializer=fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.SerializeToString,
                 response_deserializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
                 _registered_method=True)
+        self.ListTaskGroups = channel.unary_unary(
+                '/fxgate.v1.Gateway/ListTaskGroups',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/fxgate.v1.Gateway/ListTasks',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/fxgate.v1.Gateway/CollectGarbage',
+                request_serializer=fxgate_dot_v1_dot_gateway__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=fxgate_dot_v1_dot_gateway__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -171,6 +186,27 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskGroups(self, request, context):
+        """Task groups, newest first, with their tasks counted by state (`fxgate groups`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """The tasks of one group in pages, optionally of one state only (`fxgate tasks`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Run the retention sweep now; with dry_run, only say what it would release.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +264,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.DescribeFunction,
                     request_deserializer=fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.FromString,
                     response_serializer=fxgate_dot_v1_dot_gateway__pb2.JsonDocument.SerializeToString,
+            ),
+            'ListTaskGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskGroups,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.ListTasksRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=fxgate_dot_v1_dot_gateway__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=fxgate_dot_v1_dot_gateway__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +578,87 @@ class Gateway:
             '/fxgate.v1.Gateway/DescribeFunction',
             fxgate_dot_v1_dot_gateway__pb2.DescribeFunctionRequest.SerializeToString,
             fxgate_dot_v1_dot_gateway__pb2.JsonDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/ListTaskGroups',
+            fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.ListTaskGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/ListTasks',
+            fxgate_dot_v1_dot_gateway__pb2.ListTasksRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fxgate.v1.Gateway/CollectGarbage',
+            fxgate_dot_v1_dot_gateway__pb2.CollectGarbageRequest.SerializeToString,
+            fxgate_dot_v1_dot_gateway__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,

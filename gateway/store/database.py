@@ -27,10 +27,12 @@ from gateway.store.records import (
     Completion,
     FunctionRecord,
     GroupInfo,
+    GroupSummary,
     NewTask,
     PendingTask,
     TaskEvent,
     TaskOptions,
+    TaskSummary,
 )
 from gateway.store.sql import translate
 from gateway.store.tables import METADATA, add_missing_columns
@@ -180,8 +182,9 @@ class Store:
         """Delete a group and its tasks; the count of tasks deleted."""
         return self.write(lambda tx: writes.release(tx, group_id))
 
-    def expire(self, older_than: float) -> Future[list[str]]:
-        """Release every finished group untouched since older_than (retention)."""
+    def expire(self, older_than: float) -> Future[dict[str, int]]:
+        """Release every finished group untouched since older_than (retention);
+        {group id: tasks released}."""
         return self.write(lambda tx: writes.expire(tx, older_than))
 
     # --------------------------------------------------------------- reads
@@ -243,6 +246,23 @@ class Store:
         restart with gigabytes queued must not load them all.
         """
         return self._read(lambda c: reads.unfinished(c, upstream, after_id, limit, self._options))
+
+    def group_page(
+        self, limit: int, before: tuple[float, str] | None, only: str = ""
+    ) -> list[GroupSummary]:
+        """Groups newest first after the (created_at, id) key `before` (or `only` that one),
+        with their tasks counted by state."""
+        return self._read(lambda c: reads.group_page(c, limit, before, only))
+
+    def task_page(
+        self, group_id: str, state: TaskState | None, after_id: str, limit: int
+    ) -> list[TaskSummary]:
+        """A group's tasks by id after after_id (of one state, or all), without results."""
+        return self._read(lambda c: reads.task_page(c, group_id, state, after_id, limit))
+
+    def expirable(self, older_than: float) -> dict[str, int]:
+        """What expire(older_than) would release now: {group id: task count}."""
+        return self._read(lambda c: reads.expirable(c, older_than))
 
     def payloads(self, task_ids: Sequence[str]) -> dict[str, str]:
         """Stored payloads of tasks (task id -> payload); a finished task has none."""

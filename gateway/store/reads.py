@@ -13,12 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, CountKey
 from gateway.store.options import SharedOptions
-from gateway.store.records import FunctionRecord, GroupInfo, PendingTask, TaskEvent, TaskOptions
+from gateway.store.records import (
+    FunctionRecord,
+    GroupInfo,
+    GroupSummary,
+    PendingTask,
+    TaskEvent,
+    TaskOptions,
+    TaskSummary,
+)
 from gateway.store.sql import AnyRow, chunks
 from gateway.store.tables import FUNCTIONS, GROUPS, QUARANTINE, REGISTRATIONS, TASK_OPTIONS, TASKS
 
@@ -34,7 +42,13 @@ EVENT_COLUMNS = (
     TASKS.c.completed_at,
     TASKS.c.seq,
 )
-GROUP_COLUMNS = (GROUPS.c.id, GROUPS.c.upstream, GROUPS.c.endpoint_id, GROUPS.c.upstream_group_id)
+GROUP_COLUMNS = (
+    GROUPS.c.id,
+    GROUPS.c.upstream,
+    GROUPS.c.endpoint_id,
+    GROUPS.c.upstream_group_id,
+    GROUPS.c.label,
+)
 
 
 def _event(row: AnyRow) -> TaskEvent:
@@ -72,6 +86,7 @@ def _group(r: AnyRow) -> GroupInfo:
         upstream=r.upstream,
         endpoint_id=r.endpoint_id,
         upstream_group_id=r.upstream_group_id,
+        label=r.label or "",
     )
 
 
@@ -280,3 +295,90 @@ def payloads(conn: Connection, task_ids: Sequence[str]) -> dict[str, str]:
         query = select(TASKS.c.id, TASKS.c.payload).where(TASKS.c.id.in_(part))
         found.update((tid, payload) for tid, payload in conn.execute(query) if payload is not None)
     return found
+
+
+def group_page(
+    conn: Connection, limit: int, before: tuple[float, str] | None, only: str = ""
+) -> list[GroupSummary]:
+    """Groups newest first (created_at, then id, descending), after the key `before`;
+    `only`: that one group.
+
+    Their tasks are counted by state in one statement for the page (the tasks
+    table's (group_id, seq) index leads with group_id), which also reads each
+    group's highest seq: counts and seq are one snapshot.
+    """
+    query = select(*GROUP_COLUMNS, GROUPS.c.created_at, GROUPS.c.updated_at)
+    if only:
+        query = query.where(GROUPS.c.id == only)
+    if before is not None:
+        created, gid = before
+        query = query.where(
+            or_(
+                GROUPS.c.created_at < created,
+                and_(GROUPS.c.created_at == created, GROUPS.c.id < gid),
+            )
+        )
+    rows = conn.execute(
+        query.order_by(GROUPS.c.created_at.desc(), GROUPS.c.id.desc()).limit(limit)
+    ).all()
+    counts: dict[str, dict[TaskState, int]] = {r.id: {} for r in rows}
+    last: dict[str, int] = {}
+    for part in chunks(list(counts)):
+        for gid, state, n, seq in conn.execute(
+            select(TASKS.c.group_id, TASKS.c.state, func.count(), func.max(TASKS.c.seq))
+            .where(TASKS.c.group_id.in_(part))
+            .group_by(TASKS.c.group_id, TASKS.c.state)
+        ):
+            counts[gid][TaskState(state)] = n
+            last[gid] = max(last.get(gid, 0), seq or 0)
+    return [
+        GroupSummary(_group(r), r.created_at, r.updated_at, counts[r.id], last.get(r.id, 0))
+        for r in rows
+    ]
+
+
+def task_page(
+    conn: Connection, group_id: str, state: TaskState | None, after_id: str, limit: int
+) -> list[TaskSummary]:
+    """A group's tasks by task id after after_id, of one state or all; no results read."""
+    query = select(
+        TASKS.c.id,
+        TASKS.c.state,
+        TASKS.c.upstream_task_id,
+        TASKS.c.created_at,
+        TASKS.c.completed_at,
+        TASKS.c.error_code,
+        TASKS.c.error_message,
+    ).where(TASKS.c.group_id == group_id)
+    if state is not None:
+        query = query.where(TASKS.c.state == int(state))
+    rows = conn.execute(query.where(TASKS.c.id > after_id).order_by(TASKS.c.id).limit(limit))
+    return [
+        TaskSummary(
+            r.id,
+            TaskState(r.state),
+            r.upstream_task_id or "",
+            r.created_at,
+            r.completed_at or 0.0,
+            r.error_code,
+            r.error_message,
+        )
+        for r in rows
+    ]
+
+
+def expirable(conn: Connection, older_than: float) -> dict[str, int]:
+    """Groups untouched since older_than with no unfinished task: {group id: task count}.
+
+    What the retention sweep releases (writes.expire), and what a dry run reports.
+    """
+    unfinished = func.sum(case((TASKS.c.state.in_(UNFINISHED), 1), else_=0))
+    rows = conn.execute(
+        select(GROUPS.c.id, func.count(TASKS.c.id))
+        .select_from(GROUPS.outerjoin(TASKS, TASKS.c.group_id == GROUPS.c.id))
+        .where(GROUPS.c.updated_at < older_than)
+        .group_by(GROUPS.c.id)
+        .having(func.coalesce(unfinished, 0) == 0)
+        .order_by(GROUPS.c.id)
+    )
+    return {gid: n for gid, n in rows}

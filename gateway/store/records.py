@@ -135,3 +135,29 @@ class GroupInfo:
     upstream: str
     endpoint_id: str
     upstream_group_id: str | None
+    label: str = ""  # given at the group's first submit; stored only then
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    """A task group as `fxgate groups` lists it: where it runs and its tasks counted by state."""
+
+    group: GroupInfo
+    created_at: float
+    updated_at: float
+    counts: dict[TaskState, int]
+    # The highest completion seq among its tasks, read with the counts in one statement.
+    last_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """A task as `fxgate tasks` lists it: its state and error, without its result."""
+
+    task_id: str
+    state: TaskState
+    upstream_task_id: str
+    created_at: float
+    completed_at: float
+    error_code: str
+    error_message: str

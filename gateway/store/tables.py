@@ -44,6 +44,8 @@ GROUPS = Table(
     Column("upstream_group_id", String(36), index=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False, index=True),
+    # A name a person gave the group at its first submit (Executor(label=...)); NULL if none.
+    Column("label", String(256)),
 )
 
 FUNCTIONS = Table(
@@ -122,6 +124,7 @@ ADDED_COLUMNS = (
     ("tasks", "options_key", "VARCHAR(64) NOT NULL DEFAULT ''"),
     ("functions", "description", "TEXT NOT NULL DEFAULT ''"),
     ("functions", "meta", "TEXT NOT NULL DEFAULT ''"),
+    ("task_groups", "label", "VARCHAR(256)"),  # NULL: no label
 )
 
 

@@ -15,8 +15,9 @@ from dataclasses import replace
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, null, select, update
 
-from fxgate_contract.states import UNFINISHED, TaskState
+from fxgate_contract.states import TaskState
 from gateway.errors import InvalidRequest, NotFound
+from gateway.store import reads
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
 from gateway.store.records import (
     AcceptedIds,
@@ -149,6 +150,7 @@ def accept(
                 endpoint_id=group.endpoint_id,
                 created_at=now,
                 updated_at=now,
+                label=group.label or None,
             )
         )
     else:
@@ -400,21 +402,10 @@ def _delete_group(tx: Transaction, group_id: str) -> int:
     return int(count)
 
 
-def expire(tx: Transaction, older_than: float) -> list[str]:
-    """Release every finished group untouched since older_than; their ids."""
-    conn = tx.conn
-    stale = list(
-        conn.execute(select(GROUPS.c.id).where(GROUPS.c.updated_at < older_than)).scalars()
-    )
-    gone = []
-    for gid in stale:
-        open_tasks = conn.execute(
-            select(func.count())
-            .select_from(TASKS)
-            .where(TASKS.c.group_id == gid)
-            .where(TASKS.c.state.in_(UNFINISHED))
-        ).scalar_one()
-        if open_tasks == 0:
-            _delete_group(tx, gid)
-            gone.append(gid)
-    return gone
+def expire(tx: Transaction, older_than: float) -> dict[str, int]:
+    """Release every finished group untouched since older_than; {group id: tasks released}.
+
+    The groups are those reads.expirable names, read in this transaction, so
+    a submit committed before it keeps its group.
+    """
+    return {gid: _delete_group(tx, gid) for gid in reads.expirable(tx.conn, older_than)}
