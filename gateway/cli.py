@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
     serve.add_argument("--local-workers", dest="local_workers", type=int)
     serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus metrics over HTTP on this port of 127.0.0.1 (default: off)",
+    )
 
     status = sub.add_parser("status", help="health and task counts of a running daemon")
     status.add_argument("--address", help="the daemon's address (default as the client resolves)")
@@ -69,7 +75,8 @@ def _serve(args: argparse.Namespace) -> int:
     _limit_malloc_arenas()  # before any thread starts
 
     flags = {
-        k: getattr(args, k) for k in ("state_dir", "address", "db", "local_workers", "log_level")
+        k: getattr(args, k)
+        for k in ("state_dir", "address", "db", "local_workers", "log_level", "metrics_port")
     }
     settings = load(args.config, flags=flags)
     logging.basicConfig(

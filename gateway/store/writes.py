@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, literal_column, null, se
 from fxgate_contract.states import UNFINISHED, TaskState
 from gateway.errors import InvalidRequest, NotFound
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
+from gateway.store.group_upstreams import NO_UPSTREAM, GroupUpstreams
 from gateway.store.records import (
     AcceptedIds,
     Completion,
@@ -26,7 +27,7 @@ from gateway.store.records import (
     TaskEvent,
     TaskOptions,
 )
-from gateway.store.sql import AnyRow, binds, chunks
+from gateway.store.sql import CHUNK, AnyRow, binds, chunks
 from gateway.store.tables import (
     FUNCTIONS,
     GROUPS,
@@ -123,6 +124,7 @@ def accept(
     serializers: str,
     options: tuple[str, TaskOptions],
     stored_keys: set[str],
+    groups: GroupUpstreams,
 ) -> AcceptedIds:
     """New tasks (and their group, if new); see Store.accept. options: (key, options);
     stored_keys: option keys known to be committed (the store-writer's own set)."""
@@ -133,13 +135,14 @@ def accept(
         return _retried(tx, group, tasks, submit_id, keys, options[0])
     now = time.time()
     options_key = _store_options(tx, *options, now, stored_keys)
-    tx.count(TaskState.ACCEPTED, len(tasks))
+    tx.count((group.upstream, TaskState.ACCEPTED), len(tasks))
     known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
     if known is not None and known != group.upstream:
         raise InvalidRequest(
             f"task group {group.id} belongs to the {known} upstream; endpoint "
             f"{group.endpoint_id} is on the {group.upstream} upstream"
         )
+    tx.after_commit(lambda: groups.remember(group.id, group.upstream))
     if known is None:
         tx.count(GROUPS_KEY)
         conn.execute(
@@ -243,19 +246,35 @@ def _matching_rows(
 
 
 def complete(
-    tx: Transaction, completions: Sequence[Completion]
+    tx: Transaction, completions: Sequence[Completion], groups: GroupUpstreams
 ) -> tuple[list[TaskEvent], list[Completion]]:
     """Terminal states of tasks; see Store.complete."""
     now = time.time()
     events: list[TaskEvent] = []
+    left: Counter[tuple[str, int]] = Counter()  # (group id, state) the finished tasks left
     known = [c for c in completions if c.task_id and c.group_id]
     rest = [c for c in completions if not (c.task_id and c.group_id)]
     if known:
-        rest += _complete_submitted(tx, known, now, events)
-    unknown = _complete_looked_up(tx, rest, now, events) if rest else []
-    for state, n in Counter(e.state for e in events).items():
-        tx.count(state, n)
+        rest += _complete_submitted(tx, known, now, events, left)
+    unknown = _complete_looked_up(tx, rest, now, events, left) if rest else []
+    _count_moves(tx, groups, left, Counter((e.group_id, e.state) for e in events))
     return events, unknown
+
+
+def _count_moves(
+    tx: Transaction,
+    groups: GroupUpstreams,
+    left: Counter[tuple[str, int]],
+    arrived: Counter[tuple[str, int]],
+) -> None:
+    """Count tasks out of the states they left and into their new ones, by group's upstream."""
+    if not left and not arrived:
+        return
+    upstream = groups.of(tx.conn, {g for g, _ in left} | {g for g, _ in arrived})
+    for (group_id, state), n in left.items():
+        tx.count((upstream[group_id], TaskState(state)), -n)
+    for (group_id, state), n in arrived.items():
+        tx.count((upstream[group_id], TaskState(state)), n)
 
 
 def _event(c: Completion, task_id: str, group_id: str, now: float, seq: int) -> TaskEvent:
@@ -282,7 +301,11 @@ def _rows(events: Sequence[TaskEvent]) -> list[tuple[object, ...]]:
 
 
 def _complete_submitted(
-    tx: Transaction, known: Sequence[Completion], now: float, events: list[TaskEvent]
+    tx: Transaction,
+    known: Sequence[Completion],
+    now: float,
+    events: list[TaskEvent],
+    left: Counter[tuple[str, int]],
 ) -> list[Completion]:
     """Finish tasks an upstream named as SUBMITTED in a group, without a lookup.
 
@@ -304,20 +327,25 @@ def _complete_submitted(
         mine = [e for e, ok in zip(mine, done, strict=True) if ok]
     else:
         missed = []
-    tx.count(TaskState.SUBMITTED, -len(mine))
+    submitted = int(TaskState.SUBMITTED)
+    left.update((e.group_id, submitted) for e in mine)
     events += mine
     return missed
 
 
 def _complete_looked_up(
-    tx: Transaction, completions: Sequence[Completion], now: float, events: list[TaskEvent]
+    tx: Transaction,
+    completions: Sequence[Completion],
+    now: float,
+    events: list[TaskEvent],
+    left: Counter[tuple[str, int]],
 ) -> list[Completion]:
-    """Finish tasks found by task id or upstream task id; the completions that name none."""
+    """Finish tasks found by task id or upstream task id; the completions that name none.
+    `left` counts the (group, state) pairs the finished tasks leave."""
     by_id, by_upstream = _matching_rows(tx, completions)
     mine: list[TaskEvent] = []
     unknown: list[Completion] = []
     done = {e.task_id for e in events}  # tasks an earlier completion of this batch finished
-    left: Counter[int] = Counter()  # states the completed tasks leave
     for c in completions:
         match = by_id.get(c.task_id) if c.task_id else by_upstream.get(c.upstream_task_id or "")
         if match is None:
@@ -327,23 +355,37 @@ def _complete_looked_up(
         if state >= TaskState.SUCCESS or task_id in done:  # already terminal: a duplicate
             continue
         done.add(task_id)
-        left[state] += 1
+        left[(group_id, state)] += 1
         mine.append(_event(c, task_id, group_id, now, tx.next_seq()))
-    for state, n in left.items():
-        tx.count(TaskState(state), -n)
     if mine:
         tx.executemany(COMPLETE_SQL, COMPLETE_COLUMNS, _rows(mine))
     events += mine
     return unknown
 
 
-def mark_submitted(tx: Transaction, upstream_ids: dict[str, str]) -> None:
-    """The upstream's ids of tasks it took (task id -> upstream task id)."""
+def mark_submitted(
+    tx: Transaction, upstream_ids: dict[str, str], groups: GroupUpstreams, group_id: str
+) -> None:
+    """The upstream's ids of tasks it took (task id -> upstream task id).
+
+    The tasks are one upstream's (an upstream names only its own): their group
+    (`group_id`, or when empty the group of one of them, read once) says which
+    upstream's counts move.
+    """
     moved = tx.executemany(
         SUBMITTED_SQL, SUBMITTED_COLUMNS, [(u, t) for t, u in upstream_ids.items()]
     )
-    tx.count(TaskState.ACCEPTED, -moved)
-    tx.count(TaskState.SUBMITTED, moved)
+    if not moved:
+        return
+    if not group_id:
+        first = list(upstream_ids)[:CHUNK]
+        group_id = (
+            tx.conn.execute(select(TASKS.c.group_id).where(TASKS.c.id.in_(first)).limit(1)).scalar()
+            or ""
+        )
+    upstream = groups.of(tx.conn, [group_id])[group_id] if group_id else NO_UPSTREAM
+    tx.count((upstream, TaskState.ACCEPTED), -moved)
+    tx.count((upstream, TaskState.SUBMITTED), moved)
 
 
 def set_upstream_group(tx: Transaction, group_id: str, upstream_group_id: str) -> None:
@@ -378,29 +420,31 @@ def quarantine(tx: Transaction, rows: Sequence[tuple[str, str, bytes]], now: flo
     )
 
 
-def release(tx: Transaction, group_id: str) -> int:
+def release(tx: Transaction, group_id: str, groups: GroupUpstreams) -> int:
     """Delete a group and its tasks; the count of tasks deleted."""
     found = tx.conn.execute(select(GROUPS.c.id).where(GROUPS.c.id == group_id)).scalar()
     if found is None:
         raise NotFound(f"unknown task group {group_id}")
-    return _delete_group(tx, group_id)
+    return _delete_group(tx, group_id, groups)
 
 
-def _delete_group(tx: Transaction, group_id: str) -> int:
+def _delete_group(tx: Transaction, group_id: str, groups: GroupUpstreams) -> int:
     conn = tx.conn
+    upstream = groups.of(conn, [group_id])[group_id]
+    tx.after_commit(lambda: groups.forget(group_id))
     for row in conn.execute(
         select(TASKS.c.state, func.count().label("n"))
         .where(TASKS.c.group_id == group_id)
         .group_by(TASKS.c.state)
     ):
-        tx.count(TaskState(row.state), -row.n)
+        tx.count((upstream, TaskState(row.state)), -row.n)
     tx.count(GROUPS_KEY, -1)
     count = conn.execute(delete(TASKS).where(TASKS.c.group_id == group_id)).rowcount
     conn.execute(delete(GROUPS).where(GROUPS.c.id == group_id))
     return int(count)
 
 
-def expire(tx: Transaction, older_than: float) -> list[str]:
+def expire(tx: Transaction, older_than: float, groups: GroupUpstreams) -> list[str]:
     """Release every finished group untouched since older_than; their ids."""
     conn = tx.conn
     stale = list(
@@ -415,6 +459,6 @@ def expire(tx: Transaction, older_than: float) -> list[str]:
             .where(TASKS.c.state.in_(UNFINISHED))
         ).scalar_one()
         if open_tasks == 0:
-            _delete_group(tx, gid)
+            _delete_group(tx, gid, groups)
             gone.append(gid)
     return gone
