@@ -175,9 +175,9 @@ class Gateway:
                 throttled(log).error("could not store %d results: %s", len(completions), exc)
                 out.set_exception(exc)
                 return
-            self.hub.publish(events)
-            if upstream and events:
+            if upstream and events:  # before the watchers hear: they may look at the metrics
                 self.results_stored.add(upstream, len(events))
+            self.hub.publish(events)
             out.set_result(unknown)
 
         # committed runs on the store-writer thread, right after the commit.

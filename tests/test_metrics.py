@@ -53,12 +53,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def wait_for_sample(port: int, name: str, want: float, timeout: float = 60, **labels: str) -> None:
-    """Scrape until a sample reaches `want` (what the daemon does next has no event to await)."""
+    """Scrape until a sample is `want` (what the daemon does next has no event to await:
+    an ack, a submitter's bookkeeping after its commit, a reconnect)."""
     deadline = time.monotonic() + timeout
     while True:
-        samples = scrape(port)
-        got = samples.get((name, frozenset(labels.items())))
-        if got is not None and got >= want:
+        got = scrape(port).get((name, frozenset(labels.items())))
+        if got == want:
             return
         assert time.monotonic() < deadline, f"{name}{labels} is {got}, not {want}"
         time.sleep(0.05)
@@ -91,7 +91,7 @@ def test_local_tasks_are_counted_by_state_upstream_and_commit(
     with Executor(endpoint_id="local", address=daemon.address, batch_size=10) as ex:
         futures = [ex.submit(double, i) for i in range(N)]
         assert [f.result(timeout=120) for f in futures] == [2 * i for i in range(N)]
-        wait_for_sample(port, "fxgate_watchers", 1)  # the executor's stream is open
+        wait_for_sample(port, "fxgate_watchers", 1)  # the executor's one stream is open
         after = scrape(port)
     assert value(after, "fxgate_tasks", upstream="local", state="success") == N
     for state in ("accepted", "submitted", "running", "failed", "cancelled"):
@@ -158,18 +158,21 @@ def test_globus_results_acks_and_a_broker_reconnect_are_counted(
         futures = [ex.submit(double, i) for i in range(N)]
         assert [f.result(timeout=120) for f in futures] == [2 * i for i in range(N)]
     g = {"upstream": "globus"}
-    wait_for_sample(port, "fxgate_broker_acks_total", N, **g)  # acks follow the commit
+    # results reach the client after their commit; acks and the submitters' own
+    # counts follow on their threads
+    wait_for_sample(port, "fxgate_broker_acks_total", N, **g)
+    wait_for_sample(port, "fxgate_upstream_submitted_tasks_total", N, **g)
+    wait_for_sample(port, "fxgate_upstream_in_flight_tasks", 0, **g)
     samples = scrape(port)
     assert value(samples, "fxgate_tasks", state="success", **g) == N
     assert value(samples, "fxgate_tasks", state="submitted", **g) == 0
+    assert value(samples, "fxgate_tasks", state="accepted", **g) == 0
     assert value(samples, "fxgate_tasks", upstream="local", state="success") == 0
     assert value(samples, "fxgate_results_received_total", **g) == N
-    assert value(samples, "fxgate_upstream_submitted_tasks_total", **g) == N
+    assert value(samples, "fxgate_results_received_total", upstream="local") == 0
     assert value(samples, "fxgate_upstream_queued_tasks", **g) == 0
-    assert value(samples, "fxgate_upstream_in_flight_tasks", **g) == 0
-    received = value(samples, "fxgate_broker_messages_received_total", **g)
-    assert received >= N
-    assert value(samples, "fxgate_broker_acks_total", **g) == received
+    # one message a result; none came twice here, and each was acknowledged once
+    assert value(samples, "fxgate_broker_messages_received_total", **g) == N
     assert value(samples, "fxgate_broker_connected", **g) == 1
     assert value(samples, "fxgate_broker_reconnects_total", **g) == 0
 

@@ -366,9 +366,9 @@ class ResultStream:
         if not self._inbox and not self._held:
             return
         batch, self._inbox = self._inbox, []
+        self.received += len(batch)  # held ones (offered again below) were counted before
         if not self._submits_in_flight():
             batch, self._held = self._held + batch, []
-        self.received += len(batch)
         for d in batch:
             if d.completion is None and not d.problem:
                 d.completion, d.problem = decode(d.body, d.timestamp)
