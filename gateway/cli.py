@@ -185,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
     serve.add_argument("--local-workers", dest="local_workers", type=int)
     serve.add_argument("--log-level", dest="log_level")
+    serve.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus metrics over HTTP on this port of 127.0.0.1 (default: off)",
+    )
 
     status = sub.add_parser(
         "status",
@@ -232,7 +238,8 @@ def _serve(args: argparse.Namespace) -> int:
     _limit_malloc_arenas()  # before any thread starts
 
     flags = {
-        k: getattr(args, k) for k in ("state_dir", "address", "db", "local_workers", "log_level")
+        k: getattr(args, k)
+        for k in ("state_dir", "address", "db", "local_workers", "log_level", "metrics_port")
     }
     settings = load(args.config, flags=flags)
     logging.basicConfig(

@@ -71,6 +71,10 @@ class Settings:
     # further calls are refused with RESOURCE_EXHAUSTED and clients retry.
     max_calls: int = 4096
     log_level: str = "INFO"
+    # Prometheus metrics over HTTP on this port (gateway/metrics_http.py); 0: off.
+    metrics_port: int = 0
+    # Where the metrics port listens: this machine only, unless set otherwise.
+    metrics_host: str = "127.0.0.1"
     # Environment of local workers beyond a fixed few (PATH, HOME, ...): entries
     # NAME pass the daemon's value on, NAME=value set one. Never FXGATE_* or GLOBUS_*.
     worker_env: list[str] = field(default_factory=list)
@@ -199,6 +203,8 @@ def load(
         raise ConfigError("setting 'max_calls' must be at least 1")
     if settings.max_payload_bytes < 1:
         raise ConfigError("setting 'max_payload_bytes' must be positive")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise ConfigError("setting 'metrics_port' must be a port number (1-65535), or 0 for off")
     for entry in settings.worker_env:
         _check_worker_env(entry)
     return settings

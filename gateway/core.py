@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fxgate_contract.errors import SerializationError
 from fxgate_contract.framing import check_packed
@@ -27,6 +27,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
 from gateway.loglimit import throttled
+from gateway.stats import SUBMIT_TASKS, Histogram, Tally
 from gateway.store.database import Store
 from gateway.store.records import (
     NO_OPTIONS,
@@ -42,7 +43,7 @@ from gateway.store.records import (
     TaskSummary,
 )
 from gateway.task_options import check_local_options, check_options, check_registration
-from gateway.upstreams.base import Upstream, UpstreamPorts
+from gateway.upstreams.base import ResultSink, Upstream, UpstreamPorts
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class Gateway:
         self.local_endpoint_id = ""
         self._functions: dict[str, FunctionRecord] = {}
         self._functions_lock = threading.Lock()
+        # For the metrics endpoint (gateway/metrics.py), each under its own lock: tasks
+        # per Submit (observed on the call threads), results each upstream reported that
+        # were stored (added on the store-writer thread, once per committed batch).
+        self.submit_tasks = Histogram(SUBMIT_TASKS)
+        self.results_stored = Tally()
 
     # ------------------------------------------------------------- life
     def start(self) -> None:
@@ -129,7 +135,7 @@ class Gateway:
             self.complete, self.function, self.store.payloads, self.store, self.submitted
         )
         for name, upstream in self.upstreams.items():
-            upstream.start(ports)
+            upstream.start(replace(ports, sink=self._sink_for(name)))
             resumed = 0
             after = ""
             while page := self.store.unfinished(name, after_id=after):
@@ -147,11 +153,23 @@ class Gateway:
         self.hub.close()
 
     # ---------------------------------------------------------- results
-    def complete(self, completions: Sequence[Completion]) -> Future[list[Completion]]:
+    def _sink_for(self, upstream: str) -> ResultSink:
+        """Where one upstream reports results: complete(), counting them as that upstream's."""
+
+        def sink(completions: Sequence[Completion]) -> Future[list[Completion]]:
+            return self.complete(completions, upstream=upstream)
+
+        return sink
+
+    def complete(
+        self, completions: Sequence[Completion], *, upstream: str = ""
+    ) -> Future[list[Completion]]:
         """Commit finished tasks, then publish what changed to the watchers.
 
         The future resolves after the commit, to the completions that named no
-        stored task (the upstream decides whether to keep them).
+        stored task (the upstream decides whether to keep them). `upstream`:
+        the upstream that reported them, whose stored results are counted for
+        the metrics; empty for the daemon's own (cancellations).
         """
         out: Future[list[Completion]] = Future()
 
@@ -162,6 +180,8 @@ class Gateway:
                 throttled(log).error("could not store %d results: %s", len(completions), exc)
                 out.set_exception(exc)
                 return
+            if upstream and events:  # before the watchers hear: they may look at the metrics
+                self.results_stored.add(upstream, len(events))
             self.hub.publish(events)
             out.set_result(unknown)
 
@@ -193,7 +213,7 @@ class Gateway:
             out.set_result(None)
 
         # committed runs on the store-writer thread, right after the commit.
-        self.store.mark_submitted(upstream_ids).add_done_callback(committed)
+        self.store.mark_submitted(upstream_ids, group_id).add_done_callback(committed)
         return out
 
     # -------------------------------------------------------- functions
@@ -317,6 +337,7 @@ class Gateway:
                 self.upstreams[upstream].enqueue(pending)
             out.set_result((group.id, ids))
 
+        self.submit_tasks.observe(len(tasks))
         # committed runs on the store-writer thread: enqueue must not block (Upstream.enqueue).
         accepted = self.store.accept(group, tasks, submit_id, result_serializers, options)
         accepted.add_done_callback(committed)

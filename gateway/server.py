@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -36,6 +36,9 @@ from gateway.store.database import Store
 from gateway.store_lease import StoreLease, take_lease
 from gateway.upstreams.base import Upstream
 from gateway.upstreams.local import LocalUpstream
+
+if TYPE_CHECKING:
+    from gateway.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +86,7 @@ class Daemon:
         self.gateway: Gateway | None = None
         self.server: grpc.aio.Server | None = None
         self.status_socket: StatusSocket | None = None
+        self.metrics: MetricsServer | None = None
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
         self._blocking = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="grpc-call")
@@ -105,7 +109,10 @@ class Daemon:
         self._lease = take_lease(s.resolved_db, s.state_dir)  # before any task is resumed
         store = Store(s.resolved_db, busy_timeout_ms=s.db_busy_timeout_ms)
         self.gateway = Gateway(s, store, build_upstreams(s, store))
+        self.metrics = _metrics_server(s, self.gateway)  # a bad port stops us before any work
         self.gateway.start()
+        if self.metrics is not None:
+            self.metrics.start()
         self._loop_thread.start()
         self._on_loop(self._start_server(self.gateway, tls, interceptors))
         self._serve_status()
@@ -220,6 +227,8 @@ class Daemon:
         self._stopping.set()
         if self.status_socket is not None:
             self.status_socket.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.gateway is not None:
             self.gateway.hub.close()  # end watch streams; clients reconnect later
         if self.server is not None:
@@ -242,6 +251,19 @@ class Daemon:
         if self._lease is not None:
             self._lease.release()
         log.info("fxgate stopped")
+
+
+def _metrics_server(settings: Settings, gateway: Gateway) -> MetricsServer | None:
+    """The metrics endpoint, bound but not yet serving; None when metrics_port is 0.
+
+    prometheus_client is imported only here: a daemon without metrics does not load it.
+    """
+    if not settings.metrics_port:
+        return None
+    from gateway.metrics import GatewayCollector
+    from gateway.metrics_http import MetricsServer
+
+    return MetricsServer(settings.metrics_host, settings.metrics_port, GatewayCollector(gateway))
 
 
 def serve(settings: Settings) -> None:

@@ -80,6 +80,16 @@ def test_the_daemon_never_loads_the_shell_functions() -> None:
     assert offenders("gateway", {"globus_compute_sdk"}) == {}
 
 
+def test_a_daemon_without_metrics_never_loads_prometheus_client() -> None:
+    """The metrics endpoint is off by default, and its library costs start time and memory."""
+    watched = {"prometheus_client", "gateway.metrics", "gateway.metrics_http"}
+    assert loaded_by(DAEMON_MODULES, watched) == []
+
+
+def test_the_metrics_modules_load_neither_the_client_nor_dill() -> None:
+    assert loaded_by("gateway.metrics, gateway.metrics_http", {"client", "dill"}) == []
+
+
 def test_the_clients_shell_functions_need_neither_dill_nor_the_sdk() -> None:
     assert loaded_by("client.shell", {"dill", "globus_compute_sdk", "gateway"}) == []
 

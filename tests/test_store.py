@@ -76,6 +76,70 @@ def test_counts_follow_every_write(store: Store) -> None:
         again.close()
 
 
+def truth_by_upstream(store: Store) -> dict[tuple[str, TaskState], int]:
+    with store.engine.connect() as c:
+        rows = c.execute(
+            select(GROUPS.c.upstream, TASKS.c.state, func.count())
+            .select_from(TASKS.join(GROUPS, TASKS.c.group_id == GROUPS.c.id))
+            .group_by(GROUPS.c.upstream, TASKS.c.state)
+        )
+        return {(u, TaskState(s)): n for u, s, n in rows}
+
+
+def test_counts_by_upstream_follow_every_write_and_a_reopen(store: Store) -> None:
+    """Each write moves the counts of its tasks' upstream only, with the group's upstream
+    remembered by the writer or, after a reopen, read from the database."""
+    local = GroupInfo(str(uuid.uuid4()), "local", str(uuid.uuid4()), None)
+    glob = group()
+    lids = store.accept(local, [NewTask("f", "p")] * 6, str(uuid.uuid4()), []).result()
+    gids = store.accept(glob, [NewTask("f", "p")] * 5, str(uuid.uuid4()), []).result()
+    up = {t: str(uuid.uuid4()) for t in gids}
+    store.mark_submitted({t: up[t] for t in gids[:3]}).result()  # its group read once
+    store.mark_submitted({gids[3]: up[gids[3]]}, glob.id).result()  # its group named
+    store.complete(
+        [Completion(TaskState.SUCCESS, "r", task_id=t) for t in lids[:2]]
+        + [Completion(TaskState.SUCCESS, "r", task_id=t, group_id=glob.id) for t in gids[:2]]
+        + [Completion(TaskState.FAILED, "e", upstream_task_id=up[gids[2]])]
+    ).result()
+    store.complete([Completion(TaskState.CANCELLED, "", task_id=lids[2])]).result()
+    assert (
+        store.upstream_state_counts()
+        == truth_by_upstream(store)
+        == {
+            ("local", TaskState.ACCEPTED): 3,
+            ("local", TaskState.SUCCESS): 2,
+            ("local", TaskState.CANCELLED): 1,
+            ("globus", TaskState.ACCEPTED): 1,
+            ("globus", TaskState.SUBMITTED): 1,
+            ("globus", TaskState.SUCCESS): 2,
+            ("globus", TaskState.FAILED): 1,
+        }
+    )
+    store.close()
+    again = Store(store.url)
+    again.open()
+    try:
+        assert again.upstream_state_counts() == truth_by_upstream(again)
+        again.complete([Completion(TaskState.SUCCESS, "r", task_id=gids[3])]).result()
+        assert again.release(local.id).result() == 6
+        assert (
+            again.upstream_state_counts()
+            == truth_by_upstream(again)
+            == {
+                ("globus", TaskState.ACCEPTED): 1,
+                ("globus", TaskState.SUCCESS): 3,
+                ("globus", TaskState.FAILED): 1,
+            }
+        )
+        assert again.state_counts() == {
+            TaskState.ACCEPTED: 1,
+            TaskState.SUCCESS: 3,
+            TaskState.FAILED: 1,
+        }
+    finally:
+        again.close()
+
+
 def test_duplicate_result_is_stored_once_and_reported_once(store: Store) -> None:
     g = group()
     (tid,) = store.accept(g, [NewTask("f", "p")], str(uuid.uuid4()), []).result()

@@ -1,4 +1,4 @@
-"""Counts by task state, of groups and of quarantined messages, in step with commits.
+"""Counts of tasks by upstream and state, of groups and of quarantined messages, kept with commits.
 
 ``fxgate status`` reads them; counting rows in the database instead would
 cost a scan of millions of tasks. The writer applies each committed
@@ -15,9 +15,11 @@ from fxgate_contract.states import TaskState
 
 GROUPS_KEY = "groups"
 QUARANTINE_KEY = "quarantined"
-# A task state, GROUPS_KEY or QUARANTINE_KEY. States are always TaskState
-# members, never bare ints: an int key would hide from state_counts().
-CountKey = TaskState | str
+# Tasks of one upstream in one state, as (upstream name, state).
+TaskKey = tuple[str, TaskState]
+# A TaskKey, GROUPS_KEY or QUARANTINE_KEY. States are always TaskState members,
+# never bare ints: an int would hide from states().
+CountKey = TaskKey | str
 
 
 class Counters:
@@ -38,9 +40,16 @@ class Counters:
             self._counts.update(deltas)
 
     def states(self) -> dict[TaskState, int]:
-        """Tasks by state, states with no task left out."""
+        """Tasks by state (every upstream's), states with no task left out."""
+        out: Counter[TaskState] = Counter()
+        for (_, state), n in self.tasks().items():
+            out[state] += n
+        return {k: n for k, n in out.items() if n}
+
+    def tasks(self) -> dict[TaskKey, int]:
+        """Tasks by (upstream, state), pairs with no task left out."""
         with self._lock:
-            return {k: n for k, n in self._counts.items() if isinstance(k, TaskState) and n}
+            return {k: n for k, n in self._counts.items() if isinstance(k, tuple) and n}
 
     def get(self, key: CountKey) -> int:
         """One count (GROUPS_KEY, QUARANTINE_KEY or a state)."""

@@ -18,8 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fxgate_contract.states import TaskState
 from gateway.errors import StoreUnavailable
+from gateway.stats import Histogram
 from gateway.store import reads, writes
-from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, Counters
+from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY, Counters, TaskKey
+from gateway.store.group_upstreams import GroupUpstreams
 from gateway.store.options import SharedOptions, options_key
 from gateway.store.records import (
     NO_OPTIONS,
@@ -74,6 +76,8 @@ class Store:
         # Option-set keys committed to task_options (rows never deleted), so a
         # Submit repeating a set skips the lookup. Owned by the store-writer thread.
         self._stored_option_keys: set[str] = set()
+        # Each group's upstream, for the counts by upstream. Owned by the store-writer thread.
+        self._groups = GroupUpstreams()
 
     # ----------------------------------------------------------------- life
     def open(self) -> None:
@@ -133,9 +137,11 @@ class Store:
         """
         serializers = "\n".join(result_serializers)
         stored = (options_key(options), options)
-        known = self._stored_option_keys
+        known, groups = self._stored_option_keys, self._groups
         return self.write(
-            lambda tx: writes.accept(tx, group, tasks, submit_id, serializers, stored, known)
+            lambda tx: writes.accept(
+                tx, group, tasks, submit_id, serializers, stored, known, groups
+            )
         )
 
     def share_options(self, options: TaskOptions) -> TaskOptions:
@@ -155,11 +161,13 @@ class Store:
         that arrives twice is stored and delivered once), and the completions
         that name no stored task, for the caller to keep and log.
         """
-        return self.write(lambda tx: writes.complete(tx, completions))
+        return self.write(lambda tx: writes.complete(tx, completions, self._groups))
 
-    def mark_submitted(self, upstream_ids: dict[str, str]) -> Future[None]:
-        """Record the upstream's task ids (task id -> upstream task id) of tasks it took."""
-        return self.write(lambda tx: writes.mark_submitted(tx, upstream_ids))
+    def mark_submitted(self, upstream_ids: dict[str, str], group_id: str = "") -> Future[None]:
+        """Record the upstream's task ids (task id -> upstream task id) of tasks it took;
+        all of one upstream, of group_id when given (else their group is read once)."""
+        groups = self._groups
+        return self.write(lambda tx: writes.mark_submitted(tx, upstream_ids, groups, group_id))
 
     def set_upstream_group(self, group_id: str, upstream_group_id: str) -> Future[None]:
         """Record the id the upstream gave a group at its first submit."""
@@ -180,12 +188,12 @@ class Store:
 
     def release(self, group_id: str) -> Future[int]:
         """Delete a group and its tasks; the count of tasks deleted."""
-        return self.write(lambda tx: writes.release(tx, group_id))
+        return self.write(lambda tx: writes.release(tx, group_id, self._groups))
 
     def expire(self, older_than: float) -> Future[dict[str, int]]:
         """Release every finished group untouched since older_than (retention);
         {group id: tasks released}."""
-        return self.write(lambda tx: writes.expire(tx, older_than))
+        return self.write(lambda tx: writes.expire(tx, older_than, self._groups))
 
     # --------------------------------------------------------------- reads
     def _read(self, fn: Callable[[Connection], T]) -> T:
@@ -273,6 +281,10 @@ class Store:
         """Tasks by state, as of the last commit."""
         return self._counters.states()
 
+    def upstream_state_counts(self) -> dict[TaskKey, int]:
+        """Tasks by (upstream, state), as of the last commit."""
+        return self._counters.tasks()
+
     def group_count(self) -> int:
         """Task groups, as of the last commit."""
         return self._counters.get(GROUPS_KEY)
@@ -280,3 +292,7 @@ class Store:
     def quarantine_count(self) -> int:
         """Quarantined broker messages, as of the last commit."""
         return self._counters.get(QUARANTINE_KEY)
+
+    def commit_histograms(self) -> tuple[Histogram, Histogram]:
+        """(seconds per group commit, writes per group commit), for the metrics endpoint."""
+        return self._writer.commit_seconds, self._writer.commit_writes

@@ -98,11 +98,13 @@ def _serializers(stored: str) -> tuple[str, ...]:
 def opening_state(conn: Connection) -> tuple[int, dict[CountKey, int]]:
     """(the last completion seq, the status counts), as the store opens."""
     seq = conn.execute(select(func.max(TASKS.c.seq))).scalar() or 0
+    by_upstream = (
+        select(GROUPS.c.upstream, TASKS.c.state, func.count().label("n"))
+        .select_from(TASKS.join(GROUPS, TASKS.c.group_id == GROUPS.c.id))
+        .group_by(GROUPS.c.upstream, TASKS.c.state)
+    )
     counts: dict[CountKey, int] = {
-        TaskState(r.state): r.n
-        for r in conn.execute(
-            select(TASKS.c.state, func.count().label("n")).group_by(TASKS.c.state)
-        )
+        (r.upstream, TaskState(r.state)): r.n for r in conn.execute(by_upstream)
     }
     counts[GROUPS_KEY] = conn.execute(select(func.count()).select_from(GROUPS)).scalar_one()
     counts[QUARANTINE_KEY] = conn.execute(select(func.count()).select_from(QUARANTINE)).scalar_one()

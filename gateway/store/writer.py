@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from gateway.loglimit import throttled
+from gateway.stats import COMMIT_SECONDS, COMMIT_WRITES, Histogram
 from gateway.store.counters import Counters, CountKey
 from gateway.store.sql import CompiledStatements, translate
 
@@ -86,6 +87,9 @@ class Writer:
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         # The last committed completion seq: set by start(), then store-writer thread only.
         self._seq = 0
+        # Observed by the store-writer thread once per commit; read at scrape (own locks).
+        self.commit_seconds = Histogram(COMMIT_SECONDS)
+        self.commit_writes = Histogram(COMMIT_WRITES)
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
 
     def start(self, last_seq: int) -> None:
@@ -130,6 +134,7 @@ class Writer:
 
     def _commit_batch(self, batch: list[Item]) -> None:
         for attempt in range(RETRIES_WHEN_BUSY + 1):
+            began = time.perf_counter()
             try:
                 tx, results = self._attempt(batch)
             except OperationalError as exc:  # locked, busy, full: transient, maybe
@@ -140,6 +145,8 @@ class Writer:
                 continue
             except Exception as exc:  # noqa: BLE001 - isolate the op that failed
                 return self._fail_batch(batch, exc)
+            self.commit_seconds.observe(time.perf_counter() - began)
+            self.commit_writes.observe(len(batch))
             self._committed(tx)
             for (_, fut), result in zip(batch, results, strict=True):
                 fut.set_result(result)

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, null, select, update
 
@@ -19,6 +20,7 @@ from fxgate_contract.states import TaskState
 from gateway.errors import InvalidRequest, NotFound
 from gateway.store import reads
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
+from gateway.store.group_upstreams import NO_UPSTREAM, GroupUpstreams
 from gateway.store.records import (
     AcceptedIds,
     Completion,
@@ -28,7 +30,7 @@ from gateway.store.records import (
     TaskEvent,
     TaskOptions,
 )
-from gateway.store.sql import AnyRow, binds, chunks
+from gateway.store.sql import CHUNK, AnyRow, binds, chunks
 from gateway.store.tables import (
     FUNCTIONS,
     GROUPS,
@@ -95,6 +97,10 @@ COMPLETE_SUBMITTED_SQL = COMPLETE_SQL.where(
 # as a tuple: unpacked by name, as Row attribute access costs ~1 us a field
 # (it doubled the time of complete() for 10,000 results).
 MATCH_COLUMNS = (TASKS.c.id, TASKS.c.group_id, TASKS.c.state, TASKS.c.upstream_task_id)
+# An event's fields, read in C (map) when complete() counts by state and upstream.
+GROUP_OF = attrgetter("group_id")
+STATE_OF = attrgetter("state")
+GROUP_AND_STATE_OF = attrgetter("group_id", "state")
 Match = tuple[str, str, int, str | None]  # (task id, group id, state, upstream task id)
 
 
@@ -124,6 +130,7 @@ def accept(
     serializers: str,
     options: tuple[str, TaskOptions],
     stored_keys: set[str],
+    groups: GroupUpstreams,
 ) -> AcceptedIds:
     """New tasks (and their group, if new); see Store.accept. options: (key, options);
     stored_keys: option keys known to be committed (the store-writer's own set)."""
@@ -134,13 +141,14 @@ def accept(
         return _retried(tx, group, tasks, submit_id, keys, options[0])
     now = time.time()
     options_key = _store_options(tx, *options, now, stored_keys)
-    tx.count(TaskState.ACCEPTED, len(tasks))
+    tx.count((group.upstream, TaskState.ACCEPTED), len(tasks))
     known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
     if known is not None and known != group.upstream:
         raise InvalidRequest(
             f"task group {group.id} belongs to the {known} upstream; endpoint "
             f"{group.endpoint_id} is on the {group.upstream} upstream"
         )
+    tx.after_commit(lambda: groups.remember(group.id, group.upstream))
     if known is None:
         tx.count(GROUPS_KEY)
         conn.execute(
@@ -245,7 +253,7 @@ def _matching_rows(
 
 
 def complete(
-    tx: Transaction, completions: Sequence[Completion]
+    tx: Transaction, completions: Sequence[Completion], groups: GroupUpstreams
 ) -> tuple[list[TaskEvent], list[Completion]]:
     """Terminal states of tasks; see Store.complete."""
     now = time.time()
@@ -254,10 +262,42 @@ def complete(
     rest = [c for c in completions if not (c.task_id and c.group_id)]
     if known:
         rest += _complete_submitted(tx, known, now, events)
-    unknown = _complete_looked_up(tx, rest, now, events) if rest else []
-    for state, n in Counter(e.state for e in events).items():
-        tx.count(state, n)
+    were_submitted = len(events)  # the first events left SUBMITTED
+    left: Counter[tuple[str, int]] = Counter()  # (group id, state) the looked-up ones left
+    unknown = _complete_looked_up(tx, rest, now, events, left) if rest else []
+    if events:
+        _count_moves(tx, groups, events, were_submitted, left)
     return events, unknown
+
+
+def _count_moves(
+    tx: Transaction,
+    groups: GroupUpstreams,
+    events: list[TaskEvent],
+    were_submitted: int,
+    looked_up: Counter[tuple[str, int]],
+) -> None:
+    """Count finished tasks out of the states they left and into their new ones, under
+    their groups' upstream; per event only when one call finished several upstreams' tasks.
+
+    The results of one upstream (the usual call) cost a set of group ids and a
+    count by state: ~0.2 us a result, where a count by (group, state) cost 1 us.
+    """
+    upstream = groups.of(tx.conn, set(map(GROUP_OF, events)))
+    names = set(upstream.values())
+    if len(names) == 1:
+        name = names.pop()
+        tx.count((name, TaskState.SUBMITTED), -were_submitted)
+        for (_, state), n in looked_up.items():
+            tx.count((name, TaskState(state)), -n)
+        for state, n in Counter(map(STATE_OF, events)).items():
+            tx.count((name, state), n)
+        return
+    left = looked_up + Counter((e.group_id, TaskState.SUBMITTED) for e in events[:were_submitted])
+    for (group_id, state), n in left.items():
+        tx.count((upstream[group_id], TaskState(state)), -n)
+    for (group_id, state), n in Counter(map(GROUP_AND_STATE_OF, events)).items():
+        tx.count((upstream[group_id], state), n)
 
 
 def _event(c: Completion, task_id: str, group_id: str, now: float, seq: int) -> TaskEvent:
@@ -306,20 +346,23 @@ def _complete_submitted(
         mine = [e for e, ok in zip(mine, done, strict=True) if ok]
     else:
         missed = []
-    tx.count(TaskState.SUBMITTED, -len(mine))
     events += mine
     return missed
 
 
 def _complete_looked_up(
-    tx: Transaction, completions: Sequence[Completion], now: float, events: list[TaskEvent]
+    tx: Transaction,
+    completions: Sequence[Completion],
+    now: float,
+    events: list[TaskEvent],
+    left: Counter[tuple[str, int]],
 ) -> list[Completion]:
-    """Finish tasks found by task id or upstream task id; the completions that name none."""
+    """Finish tasks found by task id or upstream task id; the completions that name none.
+    `left` counts the (group, state) pairs the finished tasks leave."""
     by_id, by_upstream = _matching_rows(tx, completions)
     mine: list[TaskEvent] = []
     unknown: list[Completion] = []
     done = {e.task_id for e in events}  # tasks an earlier completion of this batch finished
-    left: Counter[int] = Counter()  # states the completed tasks leave
     for c in completions:
         match = by_id.get(c.task_id) if c.task_id else by_upstream.get(c.upstream_task_id or "")
         if match is None:
@@ -329,23 +372,37 @@ def _complete_looked_up(
         if state >= TaskState.SUCCESS or task_id in done:  # already terminal: a duplicate
             continue
         done.add(task_id)
-        left[state] += 1
+        left[(group_id, state)] += 1
         mine.append(_event(c, task_id, group_id, now, tx.next_seq()))
-    for state, n in left.items():
-        tx.count(TaskState(state), -n)
     if mine:
         tx.executemany(COMPLETE_SQL, COMPLETE_COLUMNS, _rows(mine))
     events += mine
     return unknown
 
 
-def mark_submitted(tx: Transaction, upstream_ids: dict[str, str]) -> None:
-    """The upstream's ids of tasks it took (task id -> upstream task id)."""
+def mark_submitted(
+    tx: Transaction, upstream_ids: dict[str, str], groups: GroupUpstreams, group_id: str
+) -> None:
+    """The upstream's ids of tasks it took (task id -> upstream task id).
+
+    The tasks are one upstream's (an upstream names only its own): their group
+    (`group_id`, or when empty the group of one of them, read once) says which
+    upstream's counts move.
+    """
     moved = tx.executemany(
         SUBMITTED_SQL, SUBMITTED_COLUMNS, [(u, t) for t, u in upstream_ids.items()]
     )
-    tx.count(TaskState.ACCEPTED, -moved)
-    tx.count(TaskState.SUBMITTED, moved)
+    if not moved:
+        return
+    if not group_id:
+        first = list(upstream_ids)[:CHUNK]
+        group_id = (
+            tx.conn.execute(select(TASKS.c.group_id).where(TASKS.c.id.in_(first)).limit(1)).scalar()
+            or ""
+        )
+    upstream = groups.of(tx.conn, [group_id])[group_id] if group_id else NO_UPSTREAM
+    tx.count((upstream, TaskState.ACCEPTED), -moved)
+    tx.count((upstream, TaskState.SUBMITTED), moved)
 
 
 def set_upstream_group(tx: Transaction, group_id: str, upstream_group_id: str) -> None:
@@ -380,32 +437,35 @@ def quarantine(tx: Transaction, rows: Sequence[tuple[str, str, bytes]], now: flo
     )
 
 
-def release(tx: Transaction, group_id: str) -> int:
+def release(tx: Transaction, group_id: str, groups: GroupUpstreams) -> int:
     """Delete a group and its tasks; the count of tasks deleted."""
     found = tx.conn.execute(select(GROUPS.c.id).where(GROUPS.c.id == group_id)).scalar()
     if found is None:
         raise NotFound(f"unknown task group {group_id}")
-    return _delete_group(tx, group_id)
+    return _delete_group(tx, group_id, groups)
 
 
-def _delete_group(tx: Transaction, group_id: str) -> int:
+def _delete_group(tx: Transaction, group_id: str, groups: GroupUpstreams) -> int:
     conn = tx.conn
+    upstream = groups.of(conn, [group_id])[group_id]
+    tx.after_commit(lambda: groups.forget(group_id))
     for row in conn.execute(
         select(TASKS.c.state, func.count().label("n"))
         .where(TASKS.c.group_id == group_id)
         .group_by(TASKS.c.state)
     ):
-        tx.count(TaskState(row.state), -row.n)
+        tx.count((upstream, TaskState(row.state)), -row.n)
     tx.count(GROUPS_KEY, -1)
     count = conn.execute(delete(TASKS).where(TASKS.c.group_id == group_id)).rowcount
     conn.execute(delete(GROUPS).where(GROUPS.c.id == group_id))
     return int(count)
 
 
-def expire(tx: Transaction, older_than: float) -> dict[str, int]:
+def expire(tx: Transaction, older_than: float, groups: GroupUpstreams) -> dict[str, int]:
     """Release every finished group untouched since older_than; {group id: tasks released}.
 
     The groups are those reads.expirable names, read in this transaction, so
     a submit committed before it keeps its group.
     """
-    return {gid: _delete_group(tx, gid) for gid in reads.expirable(tx.conn, older_than)}
+    expirable = reads.expirable(tx.conn, older_than)
+    return {gid: _delete_group(tx, gid, groups) for gid in expirable}

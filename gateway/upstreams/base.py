@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.store.records import Completion, FunctionRecord, GroupInfo, PendingTask
 
@@ -162,6 +162,36 @@ def with_payloads(
     return out
 
 
+@dataclass(frozen=True)
+class BrokerMeasures:
+    """A result broker connection's counts since the daemon started, for the metrics."""
+
+    connected: bool
+    received: int  # result messages taken from the broker, redeliveries included
+    acked: int  # messages acknowledged to the broker (each after its commit)
+    reconnects: int  # connections made after the first
+
+
+@dataclass(frozen=True)
+class Measures:
+    """One moment's view of an upstream's own work, for the metrics (gateway/metrics.py)."""
+
+    queued: int  # tasks waiting in the daemon to be sent upstream
+    in_flight: int  # sent and not yet back: local, at workers; Globus, in submit requests
+    workers: int | None = None  # worker processes running (local)
+    submitted: int | None = None  # tasks the service accepted since the daemon started (Globus)
+    broker: BrokerMeasures | None = None  # its result broker connection (Globus)
+
+
+@runtime_checkable
+class Measured(Protocol):
+    """An upstream that reports its queue and work for the metrics (every built-in one does)."""
+
+    def measures(self) -> Measures:
+        """A moment's counts; called on the metrics thread at each scrape, never blocks long."""
+        ...
+
+
 class Upstream(Protocol):
     """Where tasks run.
 
@@ -223,6 +253,9 @@ class ResultSource(Protocol):
 
     def watched(self) -> set[str]:
         """The groups whose queues are consumed. Any thread."""
+
+    def measures(self) -> BrokerMeasures:
+        """The connection's counts, for the metrics. Any thread."""
 
     def stop(self) -> None:
         """End the stream's thread and close its connection (also if never started)."""

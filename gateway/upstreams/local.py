@@ -53,6 +53,7 @@ from gateway.run_dirs import sweep_stale
 from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
     FunctionSource,
+    Measures,
     PayloadBudget,
     PayloadSource,
     ResultSink,
@@ -212,6 +213,14 @@ class LocalUpstream:
             "outstanding_tasks": queued + running,
             "managers": 1,
         }
+
+    def measures(self) -> Measures:
+        """Queued tasks, tasks at workers and workers running: a moment's view, as load()'s."""
+        with self._lock:
+            queued = len(self._queue)
+        workers = list(self._workers)
+        running = sum(len(w.inflight) for w in workers)
+        return Measures(queued=queued, in_flight=running, workers=len(workers))
 
     # ------------------------------------------------------------ workers
     def _spawn(self) -> _Worker:

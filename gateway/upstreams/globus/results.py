@@ -29,7 +29,7 @@ import pika.exceptions
 from fxgate_contract.states import TaskState
 from gateway.loglimit import throttled
 from gateway.store.records import Completion
-from gateway.upstreams.base import QuarantineFn, ResultSink
+from gateway.upstreams.base import BrokerMeasures, QuarantineFn, ResultSink
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class ResultStream:
         self.down_since: float | None = time.monotonic()
         self.received = 0
         self.quarantined = 0
+        self.acked = 0  # messages acknowledged
         self._thread = threading.Thread(target=self._run, name="amqp-results", daemon=True)
 
     # ------------------------------------------------------------ control
@@ -238,6 +239,15 @@ class ResultStream:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def measures(self) -> BrokerMeasures:
+        """Counts since start (plain ints the amqp-results thread writes; a moment's view)."""
+        return BrokerMeasures(
+            connected=self.connected,
+            received=self.received,
+            acked=self.acked,
+            reconnects=max(self._generation - 1, 0),
+        )
 
     # ---------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -356,9 +366,9 @@ class ResultStream:
         if not self._inbox and not self._held:
             return
         batch, self._inbox = self._inbox, []
+        self.received += len(batch)  # held ones (offered again below) were counted before
         if not self._submits_in_flight():
             batch, self._held = self._held + batch, []
-        self.received += len(batch)
         for d in batch:
             if d.completion is None and not d.problem:
                 d.completion, d.problem = decode(d.body, d.timestamp)
@@ -461,6 +471,7 @@ class ResultStream:
             if not channel.is_open:
                 continue
             top = max(d.tag for d in ds)
+            self.acked += len(ds)
             if any(t < top for t in unsafe):
                 for d in ds:
                     channel.basic_ack(delivery_tag=d.tag)

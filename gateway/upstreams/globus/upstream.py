@@ -32,6 +32,7 @@ from gateway.config import GlobusSettings
 from gateway.errors import UpstreamError
 from gateway.store.records import Completion, PendingTask, TaskOptions
 from gateway.upstreams.base import (
+    Measures,
     PayloadBudget,
     ResultSource,
     UpstreamPorts,
@@ -82,6 +83,7 @@ class GlobusUpstream:
         self._queued = 0
         self._budget = PayloadBudget()  # payload bytes _queues holds
         self._in_flight = 0  # batches taken and not yet settled
+        self._sending = 0  # tasks in those batches
         self._creating: set[str] = set()  # groups whose first batch is in flight
         self._pause_until = 0.0  # the service asked us to wait (Retry-After)
         self._delay = 0.5  # the next retry's wait when the service gave none
@@ -177,6 +179,17 @@ class GlobusUpstream:
             f"{broker}; {results.received} result messages received"
         )
 
+    def measures(self) -> Measures:
+        """Tasks waiting to be submitted and in submit requests; the broker's counts."""
+        with self._cond:
+            queued, sending, submitted = self._queued, self._sending, self.submitted
+        return Measures(
+            queued=queued,
+            in_flight=sending,
+            submitted=submitted,
+            broker=self.results.measures(),
+        )
+
     # ----------------------------------------------------------- lookups
     # gateway/directory.py's ServiceDirectory: what the SDK's Client asks the service,
     # asked with the daemon's credentials. Called on the daemon's call threads.
@@ -244,6 +257,7 @@ class GlobusUpstream:
                 if key[0] not in self._group_ids:
                     self._creating.add(key[0])
                 self._in_flight += 1
+                self._sending += len(batch)
                 return batch
             return []
 
@@ -273,6 +287,7 @@ class GlobusUpstream:
             finally:
                 with self._cond:
                     self._in_flight -= 1
+                    self._sending -= len(batch)
                     self._creating.discard(batch[0].group_id)
                     self._cond.notify_all()
 
