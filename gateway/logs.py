@@ -103,14 +103,17 @@ class _Json(_Redacting):
         return json.dumps(doc, ensure_ascii=False)
 
 
+def formatter(settings: Settings) -> _Redacting:
+    """The formatter of the configured log format, redacting the settings' secrets."""
+    secrets = secrets_of(settings)
+    return _Json(secrets) if settings.log_format == "json" else _Redacting(secrets, TEXT_FORMAT)
+
+
 def configure(settings: Settings, stream: TextIO = sys.stderr) -> _Redacting:
     """Send the daemon's logs to stream in the configured format; the redactor is returned."""
-    secrets = secrets_of(settings)
-    formatter = (
-        _Json(secrets) if settings.log_format == "json" else _Redacting(secrets, TEXT_FORMAT)
-    )
+    chosen = formatter(settings)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(chosen)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -121,7 +124,7 @@ def configure(settings: Settings, stream: TextIO = sys.stderr) -> _Redacting:
     # line for each of those itself.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     _log_uncaught()
-    return formatter
+    return chosen
 
 
 def _log_uncaught() -> None:
