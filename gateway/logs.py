@@ -123,6 +123,7 @@ def configure(settings: Settings, stream: TextIO = sys.stderr) -> _Redacting:
     # or lost socket at ERROR with a traceback; the result consumer logs one
     # line for each of those itself.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+    logging.captureWarnings(True)  # Python warnings as log lines too, in the same format
     _log_uncaught()
     return chosen
 
