@@ -22,10 +22,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A fixed uid, so client containers and bind-mount owners can match it. The
-# state dir is made (and owned) before VOLUME: a new named volume starts as a
-# copy of it, ownership and mode included.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fxgate \
+# A fixed uid and gid, so client containers and bind-mount owners can match
+# them. The state dir is made (and owned) before VOLUME: a new named volume
+# starts as a copy of it, ownership and mode included.
+RUN groupadd --system --gid 10001 fxgate \
+    && useradd --system --uid 10001 --gid fxgate --home-dir /var/lib/fxgate \
         --no-create-home --shell /usr/sbin/nologin fxgate \
     && install -d -o fxgate -g fxgate -m 0700 /var/lib/fxgate
 
