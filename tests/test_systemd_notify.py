@@ -14,6 +14,7 @@ import signal
 import socket
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,8 +42,11 @@ class NotifySocket:
         self.sock.settimeout(TIMEOUT)
         self.seen: list[dict[str, str]] = []
 
-    def next(self) -> dict[str, str]:
-        """The next message as KEY -> value (fails the test after TIMEOUT s of silence)."""
+    def next(self, deadline: float | None = None) -> dict[str, str]:
+        """The next message as KEY -> value (fails the test after TIMEOUT s of silence,
+        or once past deadline, a time.monotonic() value)."""
+        if deadline is not None and time.monotonic() > deadline:
+            raise AssertionError(f"the awaited notify message did not come; seen: {self.seen}")
         try:
             data = self.sock.recv(4096)
         except TimeoutError:
@@ -53,9 +57,9 @@ class NotifySocket:
 
     def until(self, wanted: Callable[[dict[str, str]], bool]) -> list[dict[str, str]]:
         """Every message up to and including the first one `wanted` accepts."""
-        got = []
+        got, deadline = [], time.monotonic() + TIMEOUT
         while True:
-            message = self.next()
+            message = self.next(deadline)
             got.append(message)
             if wanted(message):
                 return got
@@ -134,9 +138,9 @@ def test_a_wedged_store_writer_stops_the_watchdog_pings(
     db.execute("BEGIN EXCLUSIVE")  # the writer's next commit waits on this lock
     script = supervised.popen_script(REGISTER_AND_RUN)
     try:
-        unhealthy = 0
+        unhealthy, deadline = 0, time.monotonic() + TIMEOUT
         while unhealthy < 3:  # three health rounds in a row that withhold the ping
-            message = notify.next()
+            message = notify.next(deadline)
             if "store writer stalled" in message.get("STATUS", ""):
                 unhealthy += 1
             else:
