@@ -22,25 +22,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A fixed uid, so client containers and bind-mount owners can match it. The
-# state dir is made (and owned) before VOLUME: a new named volume starts as a
-# copy of it, ownership and mode included.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fxgate \
+# A fixed uid and gid, so client containers and bind-mount owners can match
+# them. The state dir is made (and owned) before VOLUME: a new named volume
+# starts as a copy of it, ownership and mode included.
+RUN groupadd --system --gid 10001 fxgate \
+    && useradd --system --uid 10001 --gid fxgate --home-dir /var/lib/fxgate \
         --no-create-home --shell /usr/sbin/nologin fxgate \
     && install -d -o fxgate -g fxgate -m 0700 /var/lib/fxgate
 
 # Only what the package needs (and the PostgreSQL driver, for a shared
 # store: FXGATE_DB=postgresql+psycopg://...), installed with the pinned versions.
-WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
-COPY client ./client
-COPY fxgate_contract ./fxgate_contract
-COPY gateway ./gateway
-RUN pip install -c constraints.txt '.[postgresql]' \
-    && cd / && rm -rf /src
+# (tests/test_container.py runs this install in a fresh venv and lints this file.)
+COPY pyproject.toml README.md constraints.txt /src/
+COPY client /src/client
+COPY fxgate_contract /src/fxgate_contract
+COPY gateway /src/gateway
+RUN pip install -c /src/constraints.txt '/src[postgresql]' \
+    && rm -rf /src
 
 WORKDIR /var/lib/fxgate
-USER fxgate
+# The fxgate user, by number: a runtime can check it is not root without
+# reading the image's /etc/passwd.
+USER 10001:10001
 ENV FXGATE_STATE_DIR=/var/lib/fxgate
 VOLUME ["/var/lib/fxgate"]
 

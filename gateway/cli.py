@@ -177,20 +177,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  fxgate serve --local-workers 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--config", type=Path, help="config file (default <state-dir>/config.toml)")
-    serve.add_argument("--state-dir", dest="state_dir", help="where the socket and database live")
-    serve.add_argument(
-        "--address", help="unix:///path of the socket to serve, or host:port (TLS and a token)"
+    _settings_options(serve)
+    config = sub.add_parser(
+        "config",
+        help="the settings `fxgate serve` would use, and where each came from",
+        description="The settings `fxgate serve` would use with the same options, each with\n"
+        "where it came from (default, config file, environment, command line); secrets masked.",
+        epilog="example:\n  fxgate config --state-dir /var/lib/fxgate --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
-    serve.add_argument("--local-workers", dest="local_workers", type=int)
-    serve.add_argument("--log-level", dest="log_level")
-    serve.add_argument(
-        "--metrics-port",
-        dest="metrics_port",
-        type=int,
-        help="serve Prometheus metrics over HTTP on this port of 127.0.0.1 (default: off)",
-    )
+    _settings_options(config)
+    config.add_argument("--json", action="store_true", help="machine-readable output")
 
     status = sub.add_parser(
         "status",
@@ -206,6 +203,38 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _user_commands(sub)
     return parser
+
+
+SERVE_FLAGS = (
+    "state_dir",
+    "address",
+    "db",
+    "local_workers",
+    "log_level",
+    "log_format",
+    "metrics_port",
+)
+
+
+def _settings_options(cmd: argparse.ArgumentParser) -> None:
+    """The options that set the daemon's settings (the highest-precedence source)."""
+    cmd.add_argument("--config", type=Path, help="config file (default <state-dir>/config.toml)")
+    cmd.add_argument("--state-dir", dest="state_dir", help="where the socket and database live")
+    cmd.add_argument(
+        "--address", help="unix:///path of the socket to serve, or host:port (TLS and a token)"
+    )
+    cmd.add_argument("--db", help="SQLAlchemy database URL (default SQLite in the state dir)")
+    cmd.add_argument("--local-workers", dest="local_workers", type=int)
+    cmd.add_argument("--log-level", dest="log_level")
+    cmd.add_argument(
+        "--log-format", dest="log_format", choices=("text", "json"), help="default text"
+    )
+    cmd.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        help="serve Prometheus metrics over HTTP on this port of 127.0.0.1 (default: off)",
+    )
 
 
 # glibc's mallopt parameter for the most malloc arenas (malloc.h).
@@ -233,25 +262,32 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.config import load
+    from gateway.logs import configure
     from gateway.server import serve
 
     _limit_malloc_arenas()  # before any thread starts
 
-    flags = {
-        k: getattr(args, k)
-        for k in ("state_dir", "address", "db", "local_workers", "log_level", "metrics_port")
-    }
-    settings = load(args.config, flags=flags)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    settings = load(args.config, flags={k: getattr(args, k) for k in SERVE_FLAGS})
+    redactor = configure(settings)
+    try:
+        serve(settings)
+    except GatewayError as exc:  # a refusal to start: said once, in the log's own format
+        if settings.log_format == "json":
+            logging.getLogger("gateway").error("%s", exc)
+        else:
+            print(f"fxgate: {redactor.redact(str(exc))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from gateway.config import load_explained
+    from gateway.config_view import render
+
+    settings, origins = load_explained(
+        args.config, flags={k: getattr(args, k) for k in SERVE_FLAGS}
     )
-    # pika narrates every connection step at INFO and logs each refused connect
-    # or lost socket at ERROR with a traceback; the result consumer logs one
-    # line for each of those itself.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
-    serve(settings)
+    print(render(settings, origins, args.json))
     return 0
 
 
@@ -344,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "config":
+            return _config(args)
         return _user_command(args)
     except GatewayError as exc:
         print(f"fxgate: {exc}", file=sys.stderr)

@@ -4,6 +4,10 @@ Every setting has an environment name, ``FXGATE_<KEY>`` at the top level and
 ``FXGATE_<SECTION>_<KEY>`` in a section, so a systemd unit or a container can
 configure everything without a file. Unknown keys and wrong types are refused
 at start with a message that names them.
+
+Where each value came from is kept (`load_explained`), so `fxgate config` can
+show an operator why the daemon uses what it uses; secrets are masked there
+(`SECRETS`, and the password of a database URL).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +79,8 @@ class Settings:
     metrics_port: int = 0
     # Where the metrics port listens: this machine only, unless set otherwise.
     metrics_host: str = "127.0.0.1"
+    # "text": one human line per event; "json": one JSON object per line (journald, shippers).
+    log_format: str = "text"
     # Environment of local workers beyond a fixed few (PATH, HOME, ...): entries
     # NAME pass the daemon's value on, NAME=value set one. Never FXGATE_* or GLOBUS_*.
     worker_env: list[str] = field(default_factory=list)
@@ -133,7 +139,20 @@ def _unknown(name: str) -> ConfigError:
     return ConfigError(f"unknown setting {name!r}")
 
 
-def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
+# Where a setting's value came from, by dotted name ("log_level", "globus.token").
+Origins = dict[str, str]
+LOG_FORMATS = ("text", "json")
+# Settings whose values are never shown or logged; a database URL shows without its password.
+SECRETS = frozenset({"auth_token", "globus.token", "globus.client_secret"})
+
+
+def _apply(
+    obj: Any,
+    values: Mapping[str, Any],
+    prefix: str,
+    origins: Origins,
+    source: Callable[[str], str],
+) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         name = f"{prefix}{key}"
@@ -143,9 +162,15 @@ def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"setting {name!r} must be a table")
-            _apply(current, value, f"{name}.")
+            _apply(current, value, f"{name}.", origins, source)
         else:
             setattr(obj, key, _coerce(name, value, current))
+            origins[name] = source(name)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a dotted setting name: globus.token -> FXGATE_GLOBUS_TOKEN."""
+    return "FXGATE_" + name.replace(".", "_").upper()
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -174,7 +199,16 @@ def load(
     flags: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Build the settings from every source in order of precedence."""
-    settings = Settings()
+    return load_explained(config_file, env, flags)[0]
+
+
+def load_explained(
+    config_file: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    flags: Mapping[str, Any] | None = None,
+) -> tuple[Settings, Origins]:
+    """The settings, and where each value that is not a default came from."""
+    settings, origins = Settings(), Origins()
     env_values = _from_env(env)
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
     # The state dir decides where the default config file is: resolve it first.
@@ -194,9 +228,15 @@ def load(
         file_values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    _apply(settings, file_values, "")
-    _apply(settings, env_values, "")
-    _apply(settings, flag_values, "")
+    _apply(settings, file_values, "", origins, lambda _: f"config file {path}")
+    _apply(settings, env_values, "", origins, lambda n: f"environment {env_name(n)}")
+    _apply(settings, flag_values, "", origins, lambda n: f"command line --{n.replace('_', '-')}")
+    _check(settings)
+    return settings, origins
+
+
+def _check(settings: Settings) -> None:
+    """Values of the right type that still make no sense."""
     if settings.local_workers < 1:
         raise ConfigError("setting 'local_workers' must be at least 1")
     if settings.max_calls < 1:
@@ -205,9 +245,11 @@ def load(
         raise ConfigError("setting 'max_payload_bytes' must be positive")
     if not 0 <= settings.metrics_port <= 65535:
         raise ConfigError("setting 'metrics_port' must be a port number (1-65535), or 0 for off")
+    settings.log_format = settings.log_format.lower()
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"setting 'log_format' must be one of {', '.join(LOG_FORMATS)}")
     for entry in settings.worker_env:
         _check_worker_env(entry)
-    return settings
 
 
 def _check_worker_env(entry: str) -> None:

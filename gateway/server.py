@@ -29,6 +29,8 @@ from gateway.auth import BearerTokenCheck, DaemonToken, server_credentials
 from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import AlreadyRunning, ConfigError
+from gateway.health import HealthLoop
+from gateway.notify import Notifier
 from gateway.service import Servicer, add_to_server, status_response
 from gateway.state_dir import hold, hold_socket_path, prepare_state_dir
 from gateway.status_socket import StatusSocket
@@ -90,9 +92,15 @@ class Daemon:
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
         self._blocking = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="grpc-call")
+        # systemd's notify socket (a no-op outside systemd) and, when systemd set a
+        # watchdog, the "health" thread that pings it (gateway/health.py).
+        self.notifier = Notifier()
+        self._health: HealthLoop | None = None
 
     def start(self) -> None:
+        """Take the state dir and the store, resume tasks, serve; then tell systemd READY=1."""
         s = self.settings
+        self.notifier.status("starting")
         tls: grpc.ServerCredentials | None = None
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if s.socket_path is None:  # TCP needs TLS and a token: refused before anything starts
@@ -125,6 +133,21 @@ class Daemon:
             ", ".join(sorted(self.gateway.upstreams)),
             self.gateway.local_endpoint_id,
         )
+        self._ready()
+
+    def _ready(self) -> None:
+        """Calls are served and upstreams resumed: READY=1, and the watchdog pings begin."""
+        assert self.gateway is not None
+        status = (
+            f"serving on {self.settings.resolved_address}; "
+            f"upstreams: {', '.join(sorted(self.gateway.upstreams))}"
+        )
+        self.notifier.ready(status)
+        if self.notifier.watchdog_s is not None:
+            self._health = HealthLoop(
+                self.notifier, self._loop, self.gateway.store.writer_stalled_s, status
+            )
+            self._health.start()
 
     def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop and wait for its outcome."""
@@ -225,10 +248,10 @@ class Daemon:
     def stop(self) -> None:
         """Stop accepting calls, let running ones end, commit what is queued."""
         self._stopping.set()
-        if self.status_socket is not None:
-            self.status_socket.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
+        self.notifier.stopping("draining: finishing running calls, committing queued writes")
+        for side in (self._health, self.status_socket, self.metrics):  # who looks in from outside
+            if side is not None:
+                side.stop()
         if self.gateway is not None:
             self.gateway.hub.close()  # end watch streams; clients reconnect later
         if self.server is not None:
@@ -250,6 +273,8 @@ class Daemon:
                 lock.close()
         if self._lease is not None:
             self._lease.release()
+        self.notifier.status("stopped")
+        self.notifier.close()
         log.info("fxgate stopped")
 
 

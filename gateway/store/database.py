@@ -97,6 +97,10 @@ class Store:
         self._writer.stop()
         self.engine.dispose()
 
+    def writer_stalled_s(self) -> float:
+        """Seconds the store-writer has spent on its current batch (0 when idle); any thread."""
+        return self._writer.stalled_s()
+
     @property
     def safe_url(self) -> str:
         """The database URL without its password, for logs and messages."""

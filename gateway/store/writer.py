@@ -90,6 +90,9 @@ class Writer:
         # Observed by the store-writer thread once per commit; read at scrape (own locks).
         self.commit_seconds = Histogram(COMMIT_SECONDS)
         self.commit_writes = Histogram(COMMIT_WRITES)
+        # When the batch being committed was taken (monotonic), None while idle. Written by
+        # the store-writer thread once per batch, read by the health loop (a float: atomic).
+        self._busy_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
 
     def start(self, last_seq: int) -> None:
@@ -128,9 +131,20 @@ class Writer:
                     stop = True
                     break
                 batch.append(item)
+            self._busy_since = time.monotonic()
             self._commit_batch(batch)
+            self._busy_since = None
             if stop:
                 return
+
+    def stalled_s(self) -> float:
+        """How long the batch being committed has taken so far; 0 while idle.
+
+        A writer that waits on a locked database or a wedged disk shows here,
+        so the daemon's watchdog can stop vouching for it. Any thread may call this.
+        """
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def _commit_batch(self, batch: list[Item]) -> None:
         for attempt in range(RETRIES_WHEN_BUSY + 1):

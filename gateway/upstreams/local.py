@@ -49,6 +49,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from fxgate_contract.states import TaskState
+from gateway.logids import ids
 from gateway.run_dirs import sweep_stale
 from gateway.store.records import Completion, PendingTask
 from gateway.upstreams.base import (
@@ -312,7 +313,8 @@ class LocalUpstream:
                 outcome = None
             pos = end
             if outcome is None or not self._finish(worker, outcome, done):
-                log.error("worker pid %s wrote a malformed outcome", worker.process.pid)
+                pid = worker.process.pid
+                log.error("worker wrote a malformed outcome", extra=ids(worker_pid=pid))
                 return False
         del buf[:pos]
         return True
@@ -364,7 +366,11 @@ class LocalUpstream:
         if worker.inflight:
             victim, _ = worker.inflight.popleft()
             log.warning(
-                "worker pid %s %s while running task %s", worker.process.pid, reason, victim.task_id
+                "worker %s while running a task",
+                reason,
+                extra=ids(
+                    group=victim.group_id, task=victim.task_id, worker_pid=worker.process.pid
+                ),
             )
             message = f"the worker process running this task {reason}"
             failed.append(
@@ -381,7 +387,7 @@ class LocalUpstream:
                     self._queue.appendleft(self._budget.admit(t))
                     self._queued.add(t.task_id)
         else:
-            log.warning("idle worker pid %s %s", worker.process.pid, reason)
+            log.warning("idle worker %s", reason, extra=ids(worker_pid=worker.process.pid))
         worker.sock.close()
         os.close(worker.pidfd)
         index = self._workers.index(worker)

@@ -27,6 +27,7 @@ import pika
 import pika.exceptions
 
 from fxgate_contract.states import TaskState
+from gateway.logids import ids
 from gateway.loglimit import throttled
 from gateway.store.records import Completion
 from gateway.upstreams.base import BrokerMeasures, QuarantineFn, ResultSink
@@ -355,7 +356,8 @@ class ResultStream:
         try:
             channel.basic_consume(queue=queue, on_message_callback=on_message)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            log.info("result queue %s not available yet (%s); retrying", queue, exc.reply_text)
+            why = exc.reply_text
+            log.info("result queue not available yet (%s); retrying", why, extra=ids(queue=queue))
             self._retry_at[gid] = time.monotonic() + 2.0
             return
         with self._lock:
@@ -400,7 +402,7 @@ class ResultStream:
     def _keep(self, deliveries: list[Delivery]) -> Future[None]:
         """Quarantine unusable messages; they are acked once that committed."""
         for d in deliveries:
-            log.warning("quarantined a message from %s: %s", d.queue, d.problem)
+            log.warning("quarantined a message: %s", d.problem, extra=ids(queue=d.queue))
             self._unsafe.setdefault(id(d.channel), set()).add(d.tag)
         self.quarantined += len(deliveries)
         assert self._quarantine is not None  # set at start, before the thread runs
