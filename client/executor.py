@@ -19,7 +19,7 @@ from typing import Any
 
 from client import registration
 from client.connection import Connection
-from client.errors import NotOffered
+from client.errors import FxgateError, NotOffered
 from client.futures import ComputeFuture
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
@@ -130,6 +130,7 @@ class Executor(concurrent.futures.Executor):
         self._function_ids: dict[str, str] = {}  # _Code.code -> the id the daemon gave it
         self._watchers: dict[str, GroupWatcher] = {}
         self._lock = threading.Lock()
+        self._withdraw = self._withdraw_task  # one bound method, shared by every future
         self._stopping = threading.Event()
         self._shutdown = False
         # A few submitter threads keep several Submit calls in flight, so the
@@ -376,7 +377,7 @@ class Executor(concurrent.futures.Executor):
             batch, stop = self._take_batch()
             groups: dict[tuple[str, str, _Options], list[_Queued]] = {}
             for item in batch:
-                if not item.future.cancelled():
+                if item.future.begin_send():  # False: cancelled before it was sent
                     key = (item.task_group_id, item.endpoint_id, item.options)
                     groups.setdefault(key, []).append(item)
             for (group_id, endpoint_id, options), items in groups.items():
@@ -384,8 +385,11 @@ class Executor(concurrent.futures.Executor):
                     self._send(group_id, endpoint_id, options, items)
                 except Exception as exc:  # noqa: BLE001 - the futures carry it
                     for item in items:
-                        if not item.future.done():
+                        item.future.end_send(None, None)
+                        try:
                             item.future.set_exception(exc)
+                        except concurrent.futures.InvalidStateError:
+                            pass  # done meanwhile
             if stop:
                 return
 
@@ -429,7 +433,7 @@ class Executor(concurrent.futures.Executor):
                 lambda: self._conn.stub.Submit(request), what="Submit"
             )
             for fut, task_id in zip(futures, response.task_ids, strict=True):
-                fut.task_id = task_id
+                fut.end_send(task_id, self._withdraw)
         except BaseException:
             watcher.end_submit([])
             raise
@@ -468,9 +472,20 @@ class Executor(concurrent.futures.Executor):
             if not watcher.known(t.task_id):
                 fut = ComputeFuture(t.task_id)
                 fut.upstream_task_id = t.upstream_task_id or None
+                fut.attach(self._withdraw)
                 futures.append(fut)
         watcher.watch(futures, replay=True)
         return futures
+
+    def _withdraw_task(self, task_id: str) -> bool:
+        """A future's cancel(): ask the daemon to withdraw the task if it has not started."""
+        request = pb.CancelRequest(task_ids=[task_id], not_started_only=True)
+        try:
+            response = self._conn.call(lambda: self._conn.stub.Cancel(request), what="Cancel")
+        except FxgateError as exc:  # cancel() answers, it does not raise
+            log.warning("could not cancel task %s: %s", task_id, exc)
+            return False
+        return task_id in response.cancelled_task_ids
 
     # ---------------------------------------------------------- shutdown
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -502,8 +517,8 @@ class Executor(concurrent.futures.Executor):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None and item.future.cancel():
-                item.future.set_running_or_notify_cancel()
+            if item is not None:
+                item.future.cancel()  # never sent: cancelled here, and its waiters told
 
     def __enter__(self) -> Executor:
         return self

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66xgate/v1/gateway.proto\x12\tfxgate.v1\"G\n\x17RegisterFunctionRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x15\n\rfunction_code\x18\x02 \x01(\t\"/\n\x18RegisterFunctionResponse\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\"0\n\x08TaskSpec\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\"\xf1\x01\n\rSubmitRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.fxgate.v1.TaskSpec\x12\x11\n\tsubmit_id\x18\x04 \x01(\t\x12\x1a\n\x12result_serializers\x18\x05 \x03(\t\x12!\n\x19user_endpoint_config_json\x18\x06 \x01(\t\x12#\n\x1bresource_specification_json\x18\x07 \x01(\t\x12\x19\n\x11user_runtime_json\x18\x08 \x01(\t\"9\n\x0eSubmitResponse\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"\xca\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x11\n\texception\x18\x06 \x01(\t\x12\x18\n\x10upstream_task_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x08 \x01(\x01\x12\x0b\n\x03seq\x18\t \x01(\x04\"8\n\x0cWatchRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"J\n\rWatchResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.fxgate.v1.TaskEvent\x12\x13\n\x0breplay_done\x18\x02 \x01(\x08\",\n\x13GetTaskGroupRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\"Z\n\x08TaskInfo\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\x18\n\x10upstream_task_id\x18\x03 \x01(\t\"\x86\x01\n\x14GetTaskGroupResponse\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.fxgate.v1.TaskInfo\x12\x1e\n\x16upstream_task_group_id\x18\x04 \x01(\t\"9\n\x0fGetTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x14\n\x0comit_unknown\x18\x02 \x01(\x08\"7\n\x10GetTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.fxgate.v1.TaskEvent\"!\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\",\n\x0e\x43\x61ncelResponse\x12\x1a\n\x12\x63\x61ncelled_task_ids\x18\x01 \x03(\t\",\n\x13ReleaseGroupRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\".\n\x14ReleaseGroupResponse\x12\x16\n\x0etasks_released\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"@\n\nStateCount\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\xe6\x02\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x13\n\x0btask_groups\x18\x03 \x01(\x04\x12$\n\x05tasks\x18\x04 \x03(\x0b\x32\x15.fxgate.v1.StateCount\x12\x11\n\tupstreams\x18\x05 \x03(\t\x12\x1c\n\x14quarantined_messages\x18\x06 \x01(\x04\x12\x19\n\x11local_endpoint_id\x18\x07 \x01(\t\x12\x19\n\x11max_payload_bytes\x18\x08 \x01(\x04\x12\x46\n\x0fupstream_status\x18\t \x03(\x0b\x32-.fxgate.v1.StatusResponse.UpstreamStatusEntry\x12\x10\n\x08watchers\x18\n \x01(\x04\x1a\x35\n\x13UpstreamStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x44\x65scribeEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x10\n\x08metadata\x18\x02 \x01(\x08\"$\n\x14ListEndpointsRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\".\n\x17\x44\x65scribeFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\"\x1c\n\x0cJsonDocument\x12\x0c\n\x04json\x18\x01 \x01(\t*\xbb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATE_ACCEPTED\x10\x01\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x16\n\x12TASK_STATE_SUCCESS\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x32\xb5\x06\n\x07Gateway\x12[\n\x10RegisterFunction\x12\".fxgate.v1.RegisterFunctionRequest\x1a#.fxgate.v1.RegisterFunctionResponse\x12=\n\x06Submit\x12\x18.fxgate.v1.SubmitRequest\x1a\x19.fxgate.v1.SubmitResponse\x12<\n\x05Watch\x12\x17.fxgate.v1.WatchRequest\x1a\x18.fxgate.v1.WatchResponse0\x01\x12O\n\x0cGetTaskGroup\x12\x1e.fxgate.v1.GetTaskGroupRequest\x1a\x1f.fxgate.v1.GetTaskGroupResponse\x12\x43\n\x08GetTasks\x12\x1a.fxgate.v1.GetTasksRequest\x1a\x1b.fxgate.v1.GetTasksResponse\x12=\n\x06\x43\x61ncel\x12\x18.fxgate.v1.CancelRequest\x1a\x19.fxgate.v1.CancelResponse\x12O\n\x0cReleaseGroup\x12\x1e.fxgate.v1.ReleaseGroupRequest\x1a\x1f.fxgate.v1.ReleaseGroupResponse\x12=\n\x06Status\x12\x18.fxgate.v1.StatusRequest\x1a\x19.fxgate.v1.StatusResponse\x12O\n\x10\x44\x65scribeEndpoint\x12\".fxgate.v1.DescribeEndpointRequest\x1a\x17.fxgate.v1.JsonDocument\x12I\n\rListEndpoints\x12\x1f.fxgate.v1.ListEndpointsRequest\x1a\x17.fxgate.v1.JsonDocument\x12O\n\x10\x44\x65scribeFunction\x12\".fxgate.v1.DescribeFunctionRequest\x1a\x17.fxgate.v1.JsonDocumentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66xgate/v1/gateway.proto\x12\tfxgate.v1\"G\n\x17RegisterFunctionRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x15\n\rfunction_code\x18\x02 \x01(\t\"/\n\x18RegisterFunctionResponse\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\"0\n\x08TaskSpec\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\"\xf1\x01\n\rSubmitRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.fxgate.v1.TaskSpec\x12\x11\n\tsubmit_id\x18\x04 \x01(\t\x12\x1a\n\x12result_serializers\x18\x05 \x03(\t\x12!\n\x19user_endpoint_config_json\x18\x06 \x01(\t\x12#\n\x1bresource_specification_json\x18\x07 \x01(\t\x12\x19\n\x11user_runtime_json\x18\x08 \x01(\t\"9\n\x0eSubmitResponse\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"\xca\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x11\n\texception\x18\x06 \x01(\t\x12\x18\n\x10upstream_task_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63ompleted_at\x18\x08 \x01(\x01\x12\x0b\n\x03seq\x18\t \x01(\x04\"8\n\x0cWatchRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"J\n\rWatchResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.fxgate.v1.TaskEvent\x12\x13\n\x0breplay_done\x18\x02 \x01(\x08\",\n\x13GetTaskGroupRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\"Z\n\x08TaskInfo\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\x18\n\x10upstream_task_id\x18\x03 \x01(\t\"\x86\x01\n\x14GetTaskGroupResponse\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.fxgate.v1.TaskInfo\x12\x1e\n\x16upstream_task_group_id\x18\x04 \x01(\t\"9\n\x0fGetTasksRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x14\n\x0comit_unknown\x18\x02 \x01(\x08\"7\n\x10GetTasksResponse\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.fxgate.v1.TaskEvent\";\n\rCancelRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x18\n\x10not_started_only\x18\x02 \x01(\x08\"n\n\nTaskCancel\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.fxgate.v1.CancelOutcome\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0bwas_running\x18\x04 \x01(\x08\"U\n\x0e\x43\x61ncelResponse\x12\x1a\n\x12\x63\x61ncelled_task_ids\x18\x01 \x03(\t\x12\'\n\x08outcomes\x18\x02 \x03(\x0b\x32\x15.fxgate.v1.TaskCancel\"G\n\x13ReleaseGroupRequest\x12\x15\n\rtask_group_id\x18\x01 \x01(\t\x12\x19\n\x11\x63\x61ncel_unfinished\x18\x02 \x01(\x08\"G\n\x14ReleaseGroupResponse\x12\x16\n\x0etasks_released\x18\x01 \x01(\x04\x12\x17\n\x0ftasks_cancelled\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"@\n\nStateCount\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.fxgate.v1.TaskState\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\xe6\x02\n\x0eStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\x12\x13\n\x0btask_groups\x18\x03 \x01(\x04\x12$\n\x05tasks\x18\x04 \x03(\x0b\x32\x15.fxgate.v1.StateCount\x12\x11\n\tupstreams\x18\x05 \x03(\t\x12\x1c\n\x14quarantined_messages\x18\x06 \x01(\x04\x12\x19\n\x11local_endpoint_id\x18\x07 \x01(\t\x12\x19\n\x11max_payload_bytes\x18\x08 \x01(\x04\x12\x46\n\x0fupstream_status\x18\t \x03(\x0b\x32-.fxgate.v1.StatusResponse.UpstreamStatusEntry\x12\x10\n\x08watchers\x18\n \x01(\x04\x1a\x35\n\x13UpstreamStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x17\x44\x65scribeEndpointRequest\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x10\n\x08metadata\x18\x02 \x01(\x08\"$\n\x14ListEndpointsRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\".\n\x17\x44\x65scribeFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\"\x1c\n\x0cJsonDocument\x12\x0c\n\x04json\x18\x01 \x01(\t*\xbb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATE_ACCEPTED\x10\x01\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x16\n\x12TASK_STATE_SUCCESS\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06*\xb6\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NCEL_OUTCOME_CANCELLED\x10\x01\x12#\n\x1f\x43\x41NCEL_OUTCOME_ALREADY_FINISHED\x10\x02\x12&\n\"CANCEL_OUTCOME_RUNNING_CANNOT_STOP\x10\x03\x12\x1a\n\x16\x43\x41NCEL_OUTCOME_UNKNOWN\x10\x04\x32\xb5\x06\n\x07Gateway\x12[\n\x10RegisterFunction\x12\".fxgate.v1.RegisterFunctionRequest\x1a#.fxgate.v1.RegisterFunctionResponse\x12=\n\x06Submit\x12\x18.fxgate.v1.SubmitRequest\x1a\x19.fxgate.v1.SubmitResponse\x12<\n\x05Watch\x12\x17.fxgate.v1.WatchRequest\x1a\x18.fxgate.v1.WatchResponse0\x01\x12O\n\x0cGetTaskGroup\x12\x1e.fxgate.v1.GetTaskGroupRequest\x1a\x1f.fxgate.v1.GetTaskGroupResponse\x12\x43\n\x08GetTasks\x12\x1a.fxgate.v1.GetTasksRequest\x1a\x1b.fxgate.v1.GetTasksResponse\x12=\n\x06\x43\x61ncel\x12\x18.fxgate.v1.CancelRequest\x1a\x19.fxgate.v1.CancelResponse\x12O\n\x0cReleaseGroup\x12\x1e.fxgate.v1.ReleaseGroupRequest\x1a\x1f.fxgate.v1.ReleaseGroupResponse\x12=\n\x06Status\x12\x18.fxgate.v1.StatusRequest\x1a\x19.fxgate.v1.StatusResponse\x12O\n\x10\x44\x65scribeEndpoint\x12\".fxgate.v1.DescribeEndpointRequest\x1a\x17.fxgate.v1.JsonDocument\x12I\n\rListEndpoints\x12\x1f.fxgate.v1.ListEndpointsRequest\x1a\x17.fxgate.v1.JsonDocument\x12O\n\x10\x44\x65scribeFunction\x12\".fxgate.v1.DescribeFunctionRequest\x1a\x17.fxgate.v1.JsonDocumentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=2045
-  _globals['_TASKSTATE']._serialized_end=2232
+  _globals['_TASKSTATE']._serialized_start=2276
+  _globals['_TASKSTATE']._serialized_end=2463
+  _globals['_CANCELOUTCOME']._serialized_start=2466
+  _globals['_CANCELOUTCOME']._serialized_end=2648
   _globals['_REGISTERFUNCTIONREQUEST']._serialized_start=38
   _globals['_REGISTERFUNCTIONREQUEST']._serialized_end=109
   _globals['_REGISTERFUNCTIONRESPONSE']._serialized_start=111
@@ -62,29 +64,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTASKSRESPONSE']._serialized_start=1186
   _globals['_GETTASKSRESPONSE']._serialized_end=1241
   _globals['_CANCELREQUEST']._serialized_start=1243
-  _globals['_CANCELREQUEST']._serialized_end=1276
-  _globals['_CANCELRESPONSE']._serialized_start=1278
-  _globals['_CANCELRESPONSE']._serialized_end=1322
-  _globals['_RELEASEGROUPREQUEST']._serialized_start=1324
-  _globals['_RELEASEGROUPREQUEST']._serialized_end=1368
-  _globals['_RELEASEGROUPRESPONSE']._serialized_start=1370
-  _globals['_RELEASEGROUPRESPONSE']._serialized_end=1416
-  _globals['_STATUSREQUEST']._serialized_start=1418
-  _globals['_STATUSREQUEST']._serialized_end=1433
-  _globals['_STATECOUNT']._serialized_start=1435
-  _globals['_STATECOUNT']._serialized_end=1499
-  _globals['_STATUSRESPONSE']._serialized_start=1502
-  _globals['_STATUSRESPONSE']._serialized_end=1860
-  _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._serialized_start=1807
-  _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._serialized_end=1860
-  _globals['_DESCRIBEENDPOINTREQUEST']._serialized_start=1862
-  _globals['_DESCRIBEENDPOINTREQUEST']._serialized_end=1926
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1928
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1964
-  _globals['_DESCRIBEFUNCTIONREQUEST']._serialized_start=1966
-  _globals['_DESCRIBEFUNCTIONREQUEST']._serialized_end=2012
-  _globals['_JSONDOCUMENT']._serialized_start=2014
-  _globals['_JSONDOCUMENT']._serialized_end=2042
-  _globals['_GATEWAY']._serialized_start=2235
-  _globals['_GATEWAY']._serialized_end=3056
+  _globals['_CANCELREQUEST']._serialized_end=1302
+  _globals['_TASKCANCEL']._serialized_start=1304
+  _globals['_TASKCANCEL']._serialized_end=1414
+  _globals['_CANCELRESPONSE']._serialized_start=1416
+  _globals['_CANCELRESPONSE']._serialized_end=1501
+  _globals['_RELEASEGROUPREQUEST']._serialized_start=1503
+  _globals['_RELEASEGROUPREQUEST']._serialized_end=1574
+  _globals['_RELEASEGROUPRESPONSE']._serialized_start=1576
+  _globals['_RELEASEGROUPRESPONSE']._serialized_end=1647
+  _globals['_STATUSREQUEST']._serialized_start=1649
+  _globals['_STATUSREQUEST']._serialized_end=1664
+  _globals['_STATECOUNT']._serialized_start=1666
+  _globals['_STATECOUNT']._serialized_end=1730
+  _globals['_STATUSRESPONSE']._serialized_start=1733
+  _globals['_STATUSRESPONSE']._serialized_end=2091
+  _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._serialized_start=2038
+  _globals['_STATUSRESPONSE_UPSTREAMSTATUSENTRY']._serialized_end=2091
+  _globals['_DESCRIBEENDPOINTREQUEST']._serialized_start=2093
+  _globals['_DESCRIBEENDPOINTREQUEST']._serialized_end=2157
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=2159
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=2195
+  _globals['_DESCRIBEFUNCTIONREQUEST']._serialized_start=2197
+  _globals['_DESCRIBEFUNCTIONREQUEST']._serialized_end=2243
+  _globals['_JSONDOCUMENT']._serialized_start=2245
+  _globals['_JSONDOCUMENT']._serialized_end=2273
+  _globals['_GATEWAY']._serialized_start=2651
+  _globals['_GATEWAY']._serialized_end=3472
 # @@protoc_insertion_point(module_scope)

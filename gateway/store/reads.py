@@ -181,16 +181,30 @@ def tasks_by_upstream_id(conn: Connection, upstream_task_ids: Sequence[str]) -> 
 
 
 def submitted_events(conn: Connection, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
-    """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
+    """SUBMITTED and RUNNING tasks of a group as events (seq 0), in pages by task id."""
     query = (
         select(*EVENT_COLUMNS)
         .where(TASKS.c.group_id == group_id)
-        .where(TASKS.c.state == int(TaskState.SUBMITTED))
+        .where(TASKS.c.state.in_((int(TaskState.SUBMITTED), int(TaskState.RUNNING))))
         .where(TASKS.c.id > after_id)
         .order_by(TASKS.c.id)
         .limit(limit)
     )
     return [_event(r) for r in conn.execute(query)]
+
+
+def unfinished_ids(
+    conn: Connection, group_id: str, after_id: str, limit: int
+) -> tuple[int, list[str]]:
+    """(how many tasks of a group are unfinished, a page of their ids after after_id)."""
+    open_tasks = (
+        select(TASKS.c.id).where(TASKS.c.group_id == group_id).where(TASKS.c.state.in_(UNFINISHED))
+    )
+    count = conn.execute(select(func.count()).select_from(open_tasks.subquery())).scalar_one()
+    ids = conn.execute(
+        open_tasks.where(TASKS.c.id > after_id).order_by(TASKS.c.id).limit(limit)
+    ).scalars()
+    return int(count), list(ids)
 
 
 def upstream_task_ids(conn: Connection, group_id: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from sqlalchemy import bindparam, delete, func, insert, literal_column, null, select, update
 
 from fxgate_contract.states import UNFINISHED, TaskState
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
 from gateway.store.records import (
     AcceptedIds,
@@ -66,6 +66,15 @@ SUBMITTED_SQL = (
         upstream_task_id=bindparam("upstream_task_id"),
         state=literal_column(str(int(TaskState.SUBMITTED))),
     )
+)
+# A task its upstream started (the local pool): only while it is still ACCEPTED, so a
+# late write never turns a finished task (or one run again after a restart) back.
+RUNNING_COLUMNS = ("b_id",)
+RUNNING_SQL = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .where(TASKS.c.state == literal_column(str(int(TaskState.ACCEPTED))))
+    .values(state=literal_column(str(int(TaskState.RUNNING))))
 )
 # A finished task: its result, state and place in the completion order.
 COMPLETE_COLUMNS = (
@@ -346,6 +355,28 @@ def mark_submitted(tx: Transaction, upstream_ids: dict[str, str]) -> None:
     tx.count(TaskState.SUBMITTED, moved)
 
 
+def mark_running(tx: Transaction, task_ids: Sequence[str]) -> int:
+    """Tasks the upstream started, ACCEPTED -> RUNNING; the count that moved."""
+    moved = tx.executemany(RUNNING_SQL, RUNNING_COLUMNS, [(t,) for t in task_ids])
+    tx.count(TaskState.ACCEPTED, -moved)
+    tx.count(TaskState.RUNNING, moved)
+    return moved
+
+
+def reset_running(tx: Transaction, upstream: str) -> int:
+    """RUNNING tasks of one upstream's groups back to ACCEPTED (at start: none runs yet)."""
+    groups = select(GROUPS.c.id).where(GROUPS.c.upstream == upstream)
+    moved = tx.conn.execute(
+        update(TASKS)
+        .where(TASKS.c.state == int(TaskState.RUNNING))
+        .where(TASKS.c.group_id.in_(groups))
+        .values(state=int(TaskState.ACCEPTED))
+    ).rowcount
+    tx.count(TaskState.RUNNING, -moved)
+    tx.count(TaskState.ACCEPTED, moved)
+    return int(moved)
+
+
 def set_upstream_group(tx: Transaction, group_id: str, upstream_group_id: str) -> None:
     """The id the upstream gave a group at its first submit."""
     tx.conn.execute(
@@ -378,11 +409,29 @@ def quarantine(tx: Transaction, rows: Sequence[tuple[str, str, bytes]], now: flo
     )
 
 
-def release(tx: Transaction, group_id: str) -> int:
-    """Delete a group and its tasks; the count of tasks deleted."""
+def release(tx: Transaction, group_id: str, require_finished: bool) -> int:
+    """Delete a group and its tasks; the count of tasks deleted.
+
+    require_finished: refused (Conflict) while a task of it is unfinished; checked
+    here, in the writer, so a task accepted into the group meanwhile is never
+    deleted unseen.
+    """
     found = tx.conn.execute(select(GROUPS.c.id).where(GROUPS.c.id == group_id)).scalar()
     if found is None:
         raise NotFound(f"unknown task group {group_id}")
+    if not require_finished:
+        return _delete_group(tx, group_id)
+    open_tasks = tx.conn.execute(
+        select(func.count())
+        .select_from(TASKS)
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.state.in_(UNFINISHED))
+    ).scalar_one()
+    if open_tasks:
+        raise Conflict(
+            f"task group {group_id} still has {open_tasks} unfinished tasks; "
+            "wait for them, cancel them, or release with cancel_unfinished"
+        )
     return _delete_group(tx, group_id)
 
 
