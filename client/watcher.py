@@ -164,7 +164,9 @@ class GroupWatcher:
                     )
                     self._stop.wait(0.05)
                     continue
-                log.error("watch of group %s refused: %s", self.group_id, exc.details())
+                # an error only if a future is left to fail (a released group's were cancelled)
+                level = logging.ERROR if self.open_futures() else logging.INFO
+                log.log(level, "watch of group %s ended: %s", self.group_id, exc.details())
                 self.fail_all(refused(exc))
                 return
             finally:
