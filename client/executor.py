@@ -20,7 +20,7 @@ from typing import Any
 from client import registration
 from client.connection import Connection
 from client.errors import FxgateError, NotOffered
-from client.futures import ComputeFuture
+from client.futures import ComputeFuture, begin_send, end_send
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.options import checked_option, option_json
@@ -376,16 +376,17 @@ class Executor(concurrent.futures.Executor):
         while True:
             batch, stop = self._take_batch()
             groups: dict[tuple[str, str, _Options], list[_Queued]] = {}
+            sending = set(begin_send([item.future for item in batch]))  # not cancelled first
             for item in batch:
-                if item.future.begin_send():  # False: cancelled before it was sent
+                if item.future in sending:
                     key = (item.task_group_id, item.endpoint_id, item.options)
                     groups.setdefault(key, []).append(item)
             for (group_id, endpoint_id, options), items in groups.items():
                 try:
                     self._send(group_id, endpoint_id, options, items)
                 except Exception as exc:  # noqa: BLE001 - the futures carry it
+                    end_send([item.future for item in items], None, None)
                     for item in items:
-                        item.future.end_send(None, None)
                         try:
                             item.future.set_exception(exc)
                         except concurrent.futures.InvalidStateError:
@@ -432,8 +433,9 @@ class Executor(concurrent.futures.Executor):
             response = self._conn.call_retrying(
                 lambda: self._conn.stub.Submit(request), what="Submit"
             )
-            for fut, task_id in zip(futures, response.task_ids, strict=True):
-                fut.end_send(task_id, self._withdraw)
+            if len(response.task_ids) != len(futures):
+                raise RuntimeError("the daemon answered a Submit with the wrong number of ids")
+            end_send(futures, list(response.task_ids), self._withdraw)
         except BaseException:
             watcher.end_submit([])
             raise

@@ -113,23 +113,6 @@ class ComputeFuture(concurrent.futures.Future[Any]):
         """Let cancel() ask the daemon to withdraw this future's task (see Withdraw)."""
         self._withdraw = withdraw
 
-    def begin_send(self) -> bool:
-        """Mark the future as being submitted; False if it was cancelled first (skip it)."""
-        with self._condition:
-            if self._state in _CANCELLED_STATES:
-                return False
-            self._sending = True
-            return True
-
-    def end_send(self, task_id: str | None, withdraw: Withdraw | None) -> None:
-        """The Submit answered (task_id) or failed (None); wakes a cancel() that waits."""
-        with self._condition:
-            if task_id is not None:
-                self.task_id = task_id
-                self._withdraw = withdraw
-            self._sending = False
-            self._condition.notify_all()
-
     def mark_running(self) -> None:
         """The daemon says the task started: running() is True from now on."""
         with self._condition:  # reentrant: set_running_or_notify_cancel takes it too
@@ -167,6 +150,31 @@ class ComputeFuture(concurrent.futures.Future[Any]):
 
 
 FuncXFuture = ComputeFuture
+
+
+def begin_send(futures: list[ComputeFuture]) -> list[ComputeFuture]:
+    """Mark futures as being submitted; those cancelled first are left out (not sent).
+
+    One lock for the batch (the Executor calls it per Submit, not per task).
+    """
+    with _SHARED_CONDITION:
+        sending = [f for f in futures if f._state not in _CANCELLED_STATES]
+        for f in sending:
+            f._sending = True
+    return sending
+
+
+def end_send(
+    futures: list[ComputeFuture], task_ids: list[str] | None, withdraw: Withdraw | None
+) -> None:
+    """The Submit answered (task_ids, in order) or failed (None); wakes cancel()s that wait."""
+    with _SHARED_CONDITION:
+        for i, f in enumerate(futures):
+            if task_ids is not None:
+                f.task_id = task_ids[i]
+                f._withdraw = withdraw
+            f._sending = False
+        _SHARED_CONDITION.notify_all()
 
 
 def remote_exception(event: pb.TaskEvent) -> BaseException:

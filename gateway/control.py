@@ -84,7 +84,10 @@ def _cancel_on(
     gw: Gateway, name: str, task_ids: list[str], stop_running: bool
 ) -> list[CancelResult]:
     """Withdraw what the upstream still queues, stop what it can, report the rest."""
-    upstream = gw.upstreams[name]
+    upstream = gw.upstreams.get(name)
+    if upstream is None:
+        reason = f"the {name} upstream is not configured on this daemon"
+        return _left_running(gw, task_ids, reason)
     withdrawn = upstream.cancel(task_ids)
     results = _store_withdrawn(gw, withdrawn)
     rest = [t for t in task_ids if t not in withdrawn]

@@ -357,6 +357,8 @@ class LocalUpstream:
     def _serve_stops(self, done: list[Completion]) -> None:
         """Take new stop requests, kill workers whose task's CANCELLED is committed, and
         write CANCELLED for requested tasks that are running now (dispatch thread)."""
+        if not (self._stop_inbox or self._stop_stored or self._stop_requests):
+            return  # the usual turn: no lock taken (a list's truth is read atomically)
         with self._lock:
             fresh, self._stop_inbox = self._stop_inbox, []
             stored, self._stop_stored = self._stop_stored, []
