@@ -440,9 +440,11 @@ class Gateway:
             # Released between the lookup and the subscription: end_group came too early.
             if await loop.run_in_executor(reads, self.store.group, group.id) is None:
                 raise NotFound(f"task group {group.id} was released")
-            after_id = ""  # upstream ids assigned, and tasks started, before this stream began
+            # upstream ids assigned (Globus), or tasks started (local), before this stream began
+            began = self.store.running_events if group.upstream == "local" else None
+            after_id = ""
             while page := await loop.run_in_executor(
-                reads, self.store.submitted_events, group.id, after_id, REPLAY_PAGE
+                reads, began or self.store.submitted_events, group.id, after_id, REPLAY_PAGE
             ):
                 after_id = page[-1].task_id
                 yield page, False

@@ -237,8 +237,12 @@ class Store:
         return self._read(lambda c: reads.tasks_by_upstream_id(c, upstream_task_ids))
 
     def submitted_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
-        """SUBMITTED and RUNNING tasks of a group as events (seq 0), in pages by task id."""
+        """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
         return self._read(lambda c: reads.submitted_events(c, group_id, after_id, limit))
+
+    def running_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+        """RUNNING tasks of a group as events (seq 0), in pages by task id."""
+        return self._read(lambda c: reads.running_events(c, group_id, after_id, limit))
 
     def unfinished_ids(
         self, group_id: str, after_id: str = "", limit: int = 5000
