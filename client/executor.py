@@ -484,7 +484,8 @@ class Executor(concurrent.futures.Executor):
         request = pb.CancelRequest(task_ids=[task_id], not_started_only=True)
         try:
             response = self._conn.call(lambda: self._conn.stub.Cancel(request), what="Cancel")
-        except FxgateError as exc:  # cancel() answers, it does not raise
+        except (FxgateError, ValueError) as exc:  # cancel() answers, it does not raise
+            # (ValueError: grpc's "closed channel", after shutdown)
             log.warning("could not cancel task %s: %s", task_id, exc)
             return False
         return task_id in response.cancelled_task_ids

@@ -31,7 +31,7 @@ from gateway.config import Settings
 from gateway.core import Gateway
 from gateway.errors import Conflict
 from gateway.store.database import Store
-from gateway.store.records import NewTask
+from gateway.store.records import Completion, GroupInfo, NewTask
 from tests.daemon import DaemonProcess
 from tests.support.inprocess import RecordingUpstream
 
@@ -312,3 +312,42 @@ def test_a_task_its_upstream_cannot_stop_is_reported_and_given_up_only_on_releas
         gateway.release(group)
     assert gateway.release_group(group, cancel_unfinished=True) == (3, 3)
     assert gateway.store.state_counts().get(TaskState.SUBMITTED, 0) == 0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    s = Store(url)
+    s.open()
+    yield s
+    s.close()
+
+
+def test_running_never_overwrites_a_finished_task_and_is_forgotten_at_start(store: Store) -> None:
+    g = GroupInfo(str(uuid.uuid4()), "local", str(uuid.uuid4()), None)
+    ids = store.accept(g, [NewTask("f", "p")] * 4, str(uuid.uuid4()), []).result()
+    store.complete([Completion(TaskState.SUCCESS, "00\nx", task_id=ids[0])]).result()
+    assert store.mark_running(ids[:3]).result() == 2  # the finished one stays finished
+    store.complete([Completion(TaskState.CANCELLED, "", task_id=ids[1])]).result()
+    assert store.mark_running(ids[1:2]).result() == 0  # a late write changes nothing
+    states = {e.task_id: e.state for e in store.tasks(ids)}
+    assert [states[t] for t in ids] == [
+        TaskState.SUCCESS,
+        TaskState.CANCELLED,
+        TaskState.RUNNING,
+        TaskState.ACCEPTED,
+    ]
+    assert [e.task_id for e in store.running_events(g.id, "", 10)] == [ids[2]]
+    assert store.unfinished_ids(g.id, limit=1) == (2, [min(ids[2:])])
+    counts = store.state_counts()
+    assert counts[TaskState.RUNNING] == 1 and counts[TaskState.ACCEPTED] == 1
+    with pytest.raises(Conflict, match="2 unfinished tasks"):
+        store.release(g.id, require_finished=True).result()
+    assert store.reset_running("globus").result() == 0  # another upstream's groups only
+    assert store.reset_running("local").result() == 1
+    assert store.tasks([ids[2]])[0].state == TaskState.ACCEPTED
+    assert TaskState.RUNNING not in store.state_counts()
+    assert store.state_counts()[TaskState.ACCEPTED] == 2
