@@ -94,7 +94,8 @@ def _cancel_on(
     if not rest:
         return results
     if not stop_running:
-        return results + _left_running(gw, rest, "started, and not_started_only was asked")
+        reason = "handed to its worker or service already; not_started_only leaves it running"
+        return results + _left_running(gw, rest, reason)
     if not isinstance(upstream, Interruptible):
         reason = f"the {name} upstream cannot stop a task it was handed" + (
             " (the Globus Compute web service has no cancel): it runs, or waits, at its "

@@ -10,6 +10,7 @@ import concurrent.futures
 import fcntl
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -198,6 +199,39 @@ def test_cancel_stops_a_running_local_task_for_good(
             assert ex2.submit(identity, 5).result(timeout=60) == 5  # the pool ran after restart
         assert "RUNNING" not in after.status()["tasks"]
     assert len(scene.runs.read_text().splitlines()) == 3  # the cancelled one ran once
+
+
+def at_workers(client: Client) -> tuple[int, int]:
+    """(tasks at the local workers, tasks queued), from the pool's status line."""
+    line = client.status()["upstream_status"]["local"]
+    match = re.search(r"(\d+) tasks at workers, (\d+) queued", line)
+    assert match, line
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.timeout(180)
+def test_tasks_waiting_at_a_stopped_worker_run_on_another(
+    daemon: DaemonProcess, client: Client, scene: Scene
+) -> None:
+    with Executor(endpoint_id="local", address=daemon.address) as ex:
+        trivial = [ex.submit(identity, i) for i in range(200)]  # the pool now batches deeply
+        assert [f.result(timeout=60) for f in trivial] == list(range(200))
+    batch = client.create_batch()
+    batch.add(client.register_function(held), "local", scene.args(-1))
+    fid = client.register_function(identity)
+    for i in range(9):
+        batch.add(fid, "local", (i,))
+    ids = client.batch_run(batch)  # one Submit: the first worker gets held and some behind it
+    scene.wait_started()
+    until(lambda: at_workers(client)[1] == 0 and at_workers(client)[0] >= 2, "the other worker")
+    behind = at_workers(client)[0] - 1
+    assert behind >= 1 and sum(client.get_task(t)["pending"] for t in ids[1:]) == behind
+    assert client.cancel([ids[0]]) == [ids[0]]
+    group = client.session_task_group_id
+    with Executor(endpoint_id="local", task_group_id=group, address=daemon.address) as ex:
+        futures = {f.task_id: f for f in ex.reload_tasks()}
+        assert [futures[t].result(timeout=60) for t in ids[1:]] == list(range(9))
+        assert futures[ids[0]].cancelled()
 
 
 @pytest.mark.timeout(120)
