@@ -118,7 +118,7 @@ class Daemon:
 def read_events(stream: Iterator[pb.WatchResponse], count: int) -> list[int]:
     seqs: list[int] = []
     while len(seqs) < count:
-        seqs += [e.seq for e in next(stream).events]
+        seqs += [e.seq for e in next(stream).events if e.seq]  # seq 0: RUNNING, not a result
     return seqs
 
 

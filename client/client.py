@@ -23,7 +23,7 @@ from fxgate_contract.options import checked_option
 from fxgate_contract.runtime import user_runtime
 from fxgate_contract.serialize import pack_function, pack_payload
 from fxgate_contract.serializer import result_serializer_paths, serializer_from, serializer_of
-from fxgate_contract.states import TaskState
+from fxgate_contract.states import CancelOutcome, TaskState
 from fxgate_contract.status import status_document
 
 
@@ -437,16 +437,41 @@ class Client:
             ],
         }
 
-    def cancel(self, task_ids: Iterable[str]) -> list[str]:
-        """Cancel tasks that have not started; the ids that were cancelled."""
-        request = pb.CancelRequest(task_ids=[str(t) for t in task_ids])
+    def cancel(self, task_ids: Iterable[str | uuid.UUID]) -> list[str]:
+        """Cancel tasks (an fxgate extra: the SDK's Client has no cancel); the ids cancelled.
+
+        Tasks not started are withdrawn; running local ones are stopped (their
+        worker is ended and replaced). A task the upstream cannot stop (a
+        Globus one it accepted) is left running: cancel_outcomes says why.
+        """
+        return [o["task_id"] for o in self.cancel_outcomes(task_ids) if o["outcome"] == "cancelled"]
+
+    def cancel_outcomes(
+        self, task_ids: Iterable[str | uuid.UUID], *, not_started_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """What a cancel did to each task (an fxgate extra): {"task_id", "outcome",
+        "message", "was_running"}, outcome one of "cancelled", "already_finished",
+        "running_cannot_stop", "unknown". not_started_only: leave running tasks running."""
+        request = pb.CancelRequest(
+            task_ids=[str(t) for t in task_ids], not_started_only=not_started_only
+        )
         response = self._conn.call(lambda: self._conn.stub.Cancel(request), what="Cancel")
-        return list(response.cancelled_task_ids)
+        return [
+            {
+                "task_id": o.task_id,
+                "outcome": CancelOutcome(o.outcome).name.lower(),
+                "message": o.message,
+                "was_running": o.was_running,
+            }
+            for o in response.outcomes
+        ]
 
     def release_task_group(self, task_group_id: str, *, cancel_unfinished: bool = False) -> int:
         """Forget a group and its stored results; the number of tasks released.
 
-        cancel_unfinished: cancel its tasks that have not started first.
+        A group with unfinished tasks is refused (RequestRefused, FAILED_PRECONDITION,
+        naming some of them) unless cancel_unfinished: then they are cancelled
+        first (running local ones stopped) and their futures resolve cancelled.
         """
         request = pb.ReleaseGroupRequest(
             task_group_id=str(task_group_id), cancel_unfinished=cancel_unfinished

@@ -55,9 +55,11 @@ def transient(exc: grpc.RpcError) -> bool:
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "Concurrent RPC limit" in details
 
 
-# A call that keeps failing says why after this long, then again every REPEAT_WARNING_S.
+# A call that keeps failing says why (once per connection, at WARNING) at its first
+# failure when no socket file exists (nothing can answer), else after FIRST_WARNING_S;
+# then a reminder at INFO every REPEAT_WARNING_S while it keeps waiting.
 FIRST_WARNING_S = 0.5
-REPEAT_WARNING_S = 10.0
+REPEAT_WARNING_S = 60.0
 
 
 def _from_daemon(exc: grpc.RpcError) -> bool:
@@ -83,6 +85,10 @@ class Connection:
             check_socket(self.socket_path)
         self.channel = open_channel(self.address)
         self.stub = pb_grpc.GatewayStub(self.channel)  # type: ignore[no-untyped-call]
+        # Whether this connection said at WARNING that no daemon answers: any caller
+        # thread (submitters, watchers) reads and sets it under _warn_lock.
+        self._warned = False
+        self._warn_lock = threading.Lock()
 
     def close(self) -> None:
         self.channel.close()
@@ -105,9 +111,25 @@ class Connection:
         if _from_daemon(exc):  # it answered: its own reason, e.g. a database it cannot reach
             return f"the fxgate daemon at {self.address} cannot serve {what} now: {exc.details()}"
         return (
-            f"no fxgate daemon answers at {self.address} ({what}: {exc.details()}); "
-            "start one with `fxgate serve` or set FXGATE_ADDRESS"
+            f"no fxgate daemon answers at {self.address} ({what}: {exc.details()}). "
+            "Start one with `fxgate serve` (run with the same FXGATE_STATE_DIR, it listens "
+            "at this address), or point this process at a running daemon with FXGATE_ADDRESS "
+            "or FXGATE_STATE_DIR"
         )
+
+    def _nothing_listens(self) -> bool:
+        """Whether the daemon's unix socket file is absent (then no daemon can answer)."""
+        return self.socket_path is not None and not self.socket_path.exists()
+
+    def _say_waiting(self, exc: grpc.RpcError, what: str, waited: float) -> bool:
+        """Say once per connection, at WARNING, why a call waits; True if it was said now."""
+        if waited < FIRST_WARNING_S and not self._nothing_listens():
+            return False
+        with self._warn_lock:
+            first, self._warned = not self._warned, True
+        if first:
+            log.warning("%s; waiting for it", self._unavailable(exc, what))
+        return first
 
     def call(self, rpc: Callable[[], T], *, what: str) -> T:
         """One call; a daemon that is not there is a GatewayUnavailable."""
@@ -141,9 +163,11 @@ class Connection:
                 if stop is not None and stop.is_set():
                     raise GatewayUnavailable(f"gave up on {what}: the client is stopping") from None
                 now = time.monotonic()
-                due = FIRST_WARNING_S if warned_at is None else REPEAT_WARNING_S
-                if now - (warned_at or started) >= due:
-                    log.warning("%s; still trying", self._unavailable(exc, what))
+                if warned_at is None:
+                    if self._say_waiting(exc, what, now - started) or self._warned:
+                        warned_at = now
+                elif now - warned_at >= REPEAT_WARNING_S:
+                    log.info("%s; still waiting", self._unavailable(exc, what))
                     warned_at = now
             pause = delay * random.uniform(0.5, 1.0)
             if stop is None:

@@ -20,8 +20,8 @@ from typing import Any
 from client import listing, registration
 from client.client import Client
 from client.connection import Connection
-from client.errors import NotOffered, RequestRefused
-from client.futures import ComputeFuture
+from client.errors import FxgateError, NotOffered, RequestRefused
+from client.futures import ComputeFuture, begin_send, end_send
 from client.watcher import GroupWatcher
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.options import checked_option, option_json
@@ -142,6 +142,7 @@ class Executor(concurrent.futures.Executor):
         self._function_ids: dict[_Code, str] = {}  # the id the daemon gave each registration
         self._watchers: dict[str, GroupWatcher] = {}
         self._lock = threading.Lock()
+        self._withdraw = self._withdraw_task  # one bound method, shared by every future
         self._stopping = threading.Event()
         self._shutdown = False
         # A few submitter threads keep several Submit calls in flight, so the
@@ -399,17 +400,21 @@ class Executor(concurrent.futures.Executor):
         while True:
             batch, stop = self._take_batch()
             groups: dict[tuple[str, str, _Options], list[_Queued]] = {}
+            sending = set(begin_send([item.future for item in batch]))  # not cancelled first
             for item in batch:
-                if not item.future.cancelled():
+                if item.future in sending:
                     key = (item.task_group_id, item.endpoint_id, item.options)
                     groups.setdefault(key, []).append(item)
             for (group_id, endpoint_id, options), items in groups.items():
                 try:
                     self._send(group_id, endpoint_id, options, items)
                 except Exception as exc:  # noqa: BLE001 - the futures carry it
+                    end_send([item.future for item in items], None, None)
                     for item in items:
-                        if not item.future.done():
+                        try:
                             item.future.set_exception(exc)
+                        except concurrent.futures.InvalidStateError:
+                            pass  # done meanwhile
             if stop:
                 return
 
@@ -448,8 +453,9 @@ class Executor(concurrent.futures.Executor):
             response = self._conn.call_retrying(
                 lambda: self._conn.stub.Submit(request), what="Submit"
             )
-            for fut, task_id in zip(futures, response.task_ids, strict=True):
-                fut.task_id = task_id
+            if len(response.task_ids) != len(futures):
+                raise RuntimeError("the daemon answered a Submit with the wrong number of ids")
+            end_send(futures, list(response.task_ids), self._withdraw)
         except BaseException:
             watcher.end_submit([])
             raise
@@ -500,9 +506,21 @@ class Executor(concurrent.futures.Executor):
             if not watcher.known(t.task_id):
                 fut = ComputeFuture(t.task_id)
                 fut.upstream_task_id = t.upstream_task_id or None
+                fut.attach(self._withdraw)
                 futures.append(fut)
         watcher.watch(futures, replay=True)
         return futures
+
+    def _withdraw_task(self, task_id: str) -> bool:
+        """A future's cancel(): ask the daemon to withdraw the task if it has not started."""
+        request = pb.CancelRequest(task_ids=[task_id], not_started_only=True)
+        try:
+            response = self._conn.call(lambda: self._conn.stub.Cancel(request), what="Cancel")
+        except (FxgateError, ValueError) as exc:  # cancel() answers, it does not raise
+            # (ValueError: grpc's "closed channel", after shutdown)
+            log.warning("could not cancel task %s: %s", task_id, exc)
+            return False
+        return task_id in response.cancelled_task_ids
 
     # ---------------------------------------------------------- shutdown
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -534,8 +552,8 @@ class Executor(concurrent.futures.Executor):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None and item.future.cancel():
-                item.future.set_running_or_notify_cancel()
+            if item is not None:
+                item.future.cancel()  # never sent: cancelled here, and its waiters told
 
     def __enter__(self) -> Executor:
         return self

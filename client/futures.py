@@ -11,6 +11,12 @@ blocked in result() or exception(); with one shared Condition a wake-up may be
 meant for another future, so those two wait until their own future is done.
 concurrent.futures.wait() and as_completed() wait on events of their own and
 work unchanged.
+
+cancel() is concurrent.futures' promise, kept across processes: True only if
+the task never started, because it was never sent or because the daemon
+withdrew it and confirmed CANCELLED; False once it started (running() is True
+once the daemon said so) or finished. A running task is stopped with
+Client.cancel, not here.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from client.errors import DeserializationError, MaxResultSizeExceeded, TaskExecutionFailed
@@ -39,6 +46,13 @@ _DONE_STATES = frozenset(
         concurrent.futures._base.CANCELLED_AND_NOTIFIED,
     }
 )
+_CANCELLED_STATES = frozenset(
+    {concurrent.futures._base.CANCELLED, concurrent.futures._base.CANCELLED_AND_NOTIFIED}
+)
+# How long cancel() waits for a Submit under way to name the future's task.
+SENDING_WAIT_S = 30.0
+# Asks the daemon to withdraw a task not started (by task id): whether it is CANCELLED now.
+Withdraw = Callable[[str], bool]
 
 
 class ComputeFuture(concurrent.futures.Future[Any]):
@@ -56,6 +70,68 @@ class ComputeFuture(concurrent.futures.Future[Any]):
         self._condition = _SHARED_CONDITION  # see the module docstring
         self.task_id = task_id
         self.upstream_task_id: str | None = None
+        # Set here, not later: an attribute added after __init__ makes Python give the
+        # instance a dict of its own (640 bytes a future instead of 280).
+        self._withdraw: Withdraw | None = None  # set by the Executor that sends the task
+        self._sending = False  # in a Submit call now: its task id is not known yet
+
+    def cancel(self) -> bool:
+        """Withdraw the task if it has not started; True only then (see the module docstring).
+
+        A task still queued in this process is dropped here; one the daemon
+        accepted is withdrawn by the daemon, which must confirm it. A future
+        made by hand from a task id (no Executor behind it) cancels only itself.
+        """
+        with self._condition:
+            if self._state == concurrent.futures._base.FINISHED:
+                return False
+            if self._state in _CANCELLED_STATES:
+                return True
+            if self._sending:  # wait for the Submit to name the task (or to fail)
+                self._condition.wait_for(lambda: not self._sending, SENDING_WAIT_S)
+                if self._sending or self.done():
+                    return self.cancelled()
+            withdraw, task_id = self._withdraw, self.task_id
+            if self._state == concurrent.futures._base.RUNNING:
+                return False
+        if withdraw is None or task_id is None:  # not handed to the daemon
+            return self.cancel_here()
+        if withdraw(task_id):
+            self.cancel_here()
+            return True
+        return self.cancelled()  # a CANCELLED event may have come meanwhile
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """As concurrent.futures', and False (not an error) when cancel() notified already,
+        so the SDK's `fut.cancel(); fut.set_running_or_notify_cancel()` still works."""
+        with self._condition:
+            if self._state == concurrent.futures._base.CANCELLED_AND_NOTIFIED:
+                return False
+            return super().set_running_or_notify_cancel()
+
+    def attach(self, withdraw: Withdraw) -> None:
+        """Let cancel() ask the daemon to withdraw this future's task (see Withdraw)."""
+        self._withdraw = withdraw
+
+    def mark_running(self) -> None:
+        """The daemon says the task started: running() is True from now on."""
+        with self._condition:  # reentrant: set_running_or_notify_cancel takes it too
+            if self._state == concurrent.futures._base.PENDING:
+                self.set_running_or_notify_cancel()
+
+    def cancel_here(self) -> bool:
+        """Make this future cancelled, running or not (the daemon said CANCELLED); its
+        callbacks run, and result() raises CancelledError. False if it had finished."""
+        with self._condition:
+            if self._state == concurrent.futures._base.FINISHED:
+                return False
+            if self._state in _CANCELLED_STATES:
+                return True
+            self._state = concurrent.futures._base.CANCELLED
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # concurrent.futures own
+        self.set_running_or_notify_cancel()  # CANCELLED_AND_NOTIFIED: wait() and as_completed
+        return True
 
     def result(self, timeout: float | None = None) -> Any:
         if self._state not in _DONE_STATES:
@@ -74,6 +150,31 @@ class ComputeFuture(concurrent.futures.Future[Any]):
 
 
 FuncXFuture = ComputeFuture
+
+
+def begin_send(futures: list[ComputeFuture]) -> list[ComputeFuture]:
+    """Mark futures as being submitted; those cancelled first are left out (not sent).
+
+    One lock for the batch (the Executor calls it per Submit, not per task).
+    """
+    with _SHARED_CONDITION:
+        sending = [f for f in futures if f._state not in _CANCELLED_STATES]
+        for f in sending:
+            f._sending = True
+    return sending
+
+
+def end_send(
+    futures: list[ComputeFuture], task_ids: list[str] | None, withdraw: Withdraw | None
+) -> None:
+    """The Submit answered (task_ids, in order) or failed (None); wakes cancel()s that wait."""
+    with _SHARED_CONDITION:
+        for i, f in enumerate(futures):
+            if task_ids is not None:
+                f.task_id = task_ids[i]
+                f._withdraw = withdraw
+            f._sending = False
+        _SHARED_CONDITION.notify_all()
 
 
 def remote_exception(event: pb.TaskEvent) -> BaseException:
@@ -179,10 +280,13 @@ def _known_from_traceback(text: str) -> Exception | None:
 def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
     """Finish a future from a terminal task event (no-op if it is already done).
 
-    A non-terminal event (SUBMITTED) only gives the future its upstream task id.
+    A non-terminal event gives the future its upstream task id (SUBMITTED) or
+    marks it running (RUNNING).
     """
     if event.upstream_task_id:
         future.upstream_task_id = event.upstream_task_id
+    if event.state == pb.TASK_STATE_RUNNING:
+        future.mark_running()
     if future.done() or event.state < pb.TASK_STATE_SUCCESS:
         return
     if event.state == pb.TASK_STATE_SUCCESS:
@@ -197,8 +301,7 @@ def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
             return
         _set(future, result=value)
     elif event.state == pb.TASK_STATE_CANCELLED:
-        if future.cancel():
-            future.set_running_or_notify_cancel()
+        future.cancel_here()
     else:
         _set(future, exception=remote_exception(event))
 

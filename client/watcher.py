@@ -3,12 +3,15 @@
 The stream resumes after the last event it saw, so a daemon restart costs a
 reconnect, never a future: the daemon replays what was committed meanwhile.
 Besides results it carries SUBMITTED events (seq 0), which give a future its
-upstream (Globus) task id as soon as the service assigned it and never
-finish one.
+upstream (Globus) task id as soon as the service assigned it, and RUNNING
+events (seq 0), which make future.running() True; neither finishes one. When
+the group is released, the stream ends with the daemon's reason, and every
+future still open fails with it: none is left waiting.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Iterable
@@ -64,11 +67,10 @@ class GroupWatcher:
                 accepted = True
                 assert fut.task_id is not None
                 event = self._early.pop(fut.task_id, None)
-                if event is not None and event.seq:
+                if event is not None:  # a result, or SUBMITTED / RUNNING (finishes nothing)
                     ready.append((fut, event))
-                    continue
-                if event is not None:  # SUBMITTED: the upstream id, and still running
-                    fut.upstream_task_id = event.upstream_task_id
+                    if event.seq:
+                        continue
                 self._futures[fut.task_id] = fut
             if self._submits_in_flight == 0:
                 self._early.clear()
@@ -110,8 +112,10 @@ class GroupWatcher:
         with self._lock:
             futures, self._futures = list(self._futures.values()), {}
         for fut in futures:
-            if not fut.done():
+            try:
                 fut.set_exception(exc)
+            except concurrent.futures.InvalidStateError:
+                pass  # done meanwhile (a result, or cancelled)
 
     # --------------------------------------------------------------- life
     def finish_when_idle(self) -> None:
@@ -160,7 +164,9 @@ class GroupWatcher:
                     )
                     self._stop.wait(0.05)
                     continue
-                log.error("watch of group %s refused: %s", self.group_id, exc.details())
+                # an error only if a future is left to fail (a released group's were cancelled)
+                level = logging.ERROR if self.open_futures() else logging.INFO
+                log.log(level, "watch of group %s ended: %s", self.group_id, exc.details())
                 self.fail_all(refused(exc))
                 return
             finally:
@@ -170,8 +176,8 @@ class GroupWatcher:
         ready: list[tuple[ComputeFuture, pb.TaskEvent]] = []
         with self._lock:
             for event in events:
-                if not event.seq:  # SUBMITTED: names the upstream id, finishes nothing
-                    self._submitted(event)
+                if not event.seq:  # SUBMITTED or RUNNING: finishes nothing
+                    self._started(event, ready)
                     continue
                 if event.seq > self._after:
                     self._after = event.seq
@@ -186,10 +192,15 @@ class GroupWatcher:
         if idle:
             self.stop()
 
-    def _submitted(self, event: pb.TaskEvent) -> None:
-        """A task's upstream id, to its future or kept for the Submit answer (lock held)."""
+    def _started(
+        self, event: pb.TaskEvent, ready: list[tuple[ComputeFuture, pb.TaskEvent]]
+    ) -> None:
+        """A SUBMITTED or RUNNING event: for its future (resolve() applies it, after the
+        lock), or kept for the Submit answer, unless a result is kept already (lock held)."""
         fut = self._futures.get(event.task_id)
         if fut is not None:
-            fut.upstream_task_id = event.upstream_task_id
+            ready.append((fut, event))
         elif self._submits_in_flight:
-            self._early.setdefault(event.task_id, event)
+            kept = self._early.get(event.task_id)
+            if kept is None or not kept.seq:
+                self._early[event.task_id] = event

@@ -22,3 +22,12 @@ class TaskState(enum.IntEnum):
 
 
 UNFINISHED = (TaskState.ACCEPTED, TaskState.SUBMITTED, TaskState.RUNNING)
+
+
+class CancelOutcome(enum.IntEnum):
+    """What a cancel did to one task: the numbers of fxgate.v1.CancelOutcome in the proto."""
+
+    CANCELLED = 1  # CANCELLED now: withdrawn before it started, or stopped while running
+    ALREADY_FINISHED = 2  # it had its final state (CANCELLED too) before the cancel
+    RUNNING_CANNOT_STOP = 3  # started (or held by its upstream) and left to run
+    UNKNOWN = 4  # the upstream did not say in time

@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 
 from fxgate_contract.errors import SerializationError
 from fxgate_contract.framing import check_packed
-from fxgate_contract.states import TaskState
+from fxgate_contract.states import CancelOutcome, TaskState
 from fxgate_contract.strategies import CODE_IDS, DATA_IDS
-from gateway import __version__, directory, listing
+from gateway import __version__, control, directory, listing
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound, TooLarge, shown
 from gateway.hub import Hub
@@ -132,9 +132,16 @@ class Gateway:
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
         ports = UpstreamPorts(
-            self.complete, self.function, self.store.payloads, self.store, self.submitted
+            self.complete,
+            self.function,
+            self.store.payloads,
+            self.store,
+            self.submitted,
+            self.running,
         )
         for name, upstream in self.upstreams.items():
+            # Nothing runs before its upstream starts: RUNNING from before is queued again.
+            self.store.reset_running(name).result()
             upstream.start(replace(ports, sink=self._sink_for(name)))
             resumed = 0
             after = ""
@@ -214,6 +221,34 @@ class Gateway:
 
         # committed runs on the store-writer thread, right after the commit.
         self.store.mark_submitted(upstream_ids, group_id).add_done_callback(committed)
+        return out
+
+    def running(self, started: dict[str, str]) -> Future[None]:
+        """Record tasks that started (task id -> group id); then tell their groups' watchers.
+
+        As with SUBMITTED, watchers get a RUNNING event per task (seq 0: it
+        finishes nothing), built only for groups someone watches.
+        """
+        out: Future[None] = Future()
+
+        def committed(fut: Future[int]) -> None:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - handed to the upstream
+                throttled(log).warning("could not record %d started tasks: %s", len(started), exc)
+                out.set_exception(exc)
+                return
+            watched = {g for g in set(started.values()) if self.hub.watched(g)}
+            if watched:
+                self.hub.publish(
+                    TaskEvent(tid, gid, TaskState.RUNNING, "", "", "", "", "", 0.0, 0)
+                    for tid, gid in started.items()
+                    if gid in watched
+                )
+            out.set_result(None)
+
+        # committed runs on the store-writer thread, right after the commit.
+        self.store.mark_running(started).add_done_callback(committed)
         return out
 
     # -------------------------------------------------------- functions
@@ -421,9 +456,10 @@ class Gateway:
     ) -> AsyncGenerator[tuple[list[TaskEvent], bool], None]:
         """Yield (events, replay_done): every stored event after after_seq, then live.
 
-        A Globus group's stream begins with a SUBMITTED event (seq 0) for each
-        task submitted and not finished, so a watcher that connected after the
-        service assigned ids still learns them; later ones come live.
+        A stream begins with a SUBMITTED or RUNNING event (seq 0) for each
+        task submitted (Globus) or running (local) and not finished, so a
+        watcher that connected later still learns upstream ids and starts;
+        later ones come live. It ends with NotFound when the group is released.
         Runs on the server's event loop; store reads go to `reads` so that a
         slow database never stalls the other streams. A stream that fell
         behind its bounded live buffer reads from the store again: the seq
@@ -435,13 +471,17 @@ class Gateway:
         last = after_seq  # the seq of the last event this stream yielded
         replayed = False
         try:
-            if group.upstream != "local":  # upstream ids assigned before this stream began
-                after_id = ""
-                while page := await loop.run_in_executor(
-                    reads, self.store.submitted_events, group.id, after_id, REPLAY_PAGE
-                ):
-                    after_id = page[-1].task_id
-                    yield page, False
+            # Released between the lookup and the subscription: end_group came too early.
+            if await loop.run_in_executor(reads, self.store.group, group.id) is None:
+                raise NotFound(f"task group {group.id} was released")
+            # upstream ids assigned (Globus), or tasks started (local), before this stream began
+            began = self.store.running_events if group.upstream == "local" else None
+            after_id = ""
+            while page := await loop.run_in_executor(
+                reads, began or self.store.submitted_events, group.id, after_id, REPLAY_PAGE
+            ):
+                after_id = page[-1].task_id
+                yield page, False
             while True:  # one turn: read the store up to now, then live until behind
                 page = await loop.run_in_executor(
                     reads, self.store.events_after, group.id, last, REPLAY_PAGE
@@ -458,7 +498,7 @@ class Gateway:
                     events, behind = batch
                     if behind:
                         break  # dropped: read them from the store
-                    # seq 0: a SUBMITTED event, outside the seq order (see the hub)
+                    # seq 0: a SUBMITTED or RUNNING event, outside the seq order (see the hub)
                     fresh = [e for e in events if e.seq > last or not e.seq]
                     if fresh:
                         last = _last_seq(fresh, last)
@@ -492,36 +532,27 @@ class Gateway:
         return list({e.task_id: e for e in events}.values())  # a task named both ways: once
 
     def cancel(self, task_ids: Sequence[str]) -> list[str]:
-        """Cancel tasks that have not started; returns those cancelled."""
-        upstream_of: dict[str, str] = {}
-        by_upstream: dict[str, list[str]] = {}
-        for task in self.tasks(task_ids):  # NotFound for an unknown id
-            if task.state != TaskState.ACCEPTED:
-                continue
-            if task.group_id not in upstream_of:
-                upstream_of[task.group_id] = self.group(task.group_id).upstream
-            by_upstream.setdefault(upstream_of[task.group_id], []).append(task.task_id)
-        withdrawn: set[str] = set()
-        for name, tids in by_upstream.items():
-            withdrawn |= self.upstreams[name].cancel(tids)
-        if withdrawn:
-            self.complete(
-                [
-                    Completion(
-                        TaskState.CANCELLED,
-                        "",
-                        task_id=t,
-                        error_code="Cancelled",
-                        error_message="cancelled before it started",
-                    )
-                    for t in withdrawn
-                ]
-            ).result()
-        return sorted(withdrawn)
+        """Cancel tasks (running local ones are stopped); the ids now CANCELLED, sorted."""
+        found = self.cancel_tasks(task_ids, stop_running=True)
+        return sorted(r.task_id for r in found if r.outcome == CancelOutcome.CANCELLED)
 
-    def release(self, group_id: str) -> int:
-        group = self.group(group_id)
-        return self.store.release(group.id).result()
+    def cancel_tasks(
+        self, task_ids: Sequence[str], stop_running: bool = True
+    ) -> list[control.CancelResult]:
+        """What a cancel did to each distinct task named (gateway/control.py)."""
+        if len(task_ids) > MAX_IDS_PER_CALL:
+            raise InvalidRequest(
+                f"a call names at most {MAX_IDS_PER_CALL} task ids; this one names {len(task_ids)}"
+            )
+        return control.cancel(self, task_ids, stop_running)
+
+    def release(self, group_id: str, cancel_unfinished: bool = False) -> int:
+        """Forget a group whose tasks all finished; the count of tasks released."""
+        return self.release_group(group_id, cancel_unfinished)[0]
+
+    def release_group(self, group_id: str, cancel_unfinished: bool) -> tuple[int, int]:
+        """(tasks released, tasks cancelled first): see gateway/control.py."""
+        return control.release(self, group_id, cancel_unfinished)
 
     def list_groups(
         self, page_size: int, page_token: str, group_id: str = ""

@@ -42,6 +42,11 @@ class TooLarge(GatewayError):
     """A payload is over the configured limit (gRPC RESOURCE_EXHAUSTED)."""
 
 
+class Conflict(GatewayError):
+    """The request cannot be done in the present state of things, and says how to proceed
+    (gRPC FAILED_PRECONDITION): e.g. releasing a group whose tasks are unfinished."""
+
+
 class StoreUnavailable(GatewayError):
     """The database is locked, full or unreachable; nothing was accepted (UNAVAILABLE)."""
 

@@ -21,7 +21,11 @@ that tell watchers a task's upstream id as soon as it is committed. The
 store's replay by seq holds terminal events only: a stream reads the
 SUBMITTED tasks once, when it begins (Gateway.watch), and one that falls
 behind later drops the SUBMITTED events it held (the upstream ids still come
-with each result, and from GetTaskGroup).
+with each result, and from GetTaskGroup). RUNNING events (seq 0) travel the
+same way.
+
+A released group's streams end (end_group) after the events published before
+the release, with the reason, so no client waits on a group that is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 
+from gateway.errors import NotFound
 from gateway.store.records import TaskEvent
 
 # What one subscription buffers at most before it falls back to the store.
@@ -61,14 +66,16 @@ class Subscription:
         self._size = 0  # event_bytes of _pending
         self._behind = False  # events were dropped: the reader must read the store
         self._closed = False
+        self._gone = ""  # why the group's stream ends (released), once it does
         self._ready = asyncio.Event()  # touched only on the loop
 
-    def put(self, events: list[TaskEvent] | None) -> None:
-        """Add events (None: the hub closed); safe from any thread."""
+    def put(self, events: list[TaskEvent] | None, gone: str = "") -> None:
+        """Add events (None: the stream ends; gone: because its group is gone); any thread."""
         with self._lock:
             wake = not self._pending and not self._behind and not self._closed
             if events is None:
                 self._closed = True
+                self._gone = gone
             elif not self._behind:
                 self._pending.extend(events)
                 self._size += sum(event_bytes(e) for e in events)
@@ -83,6 +90,8 @@ class Subscription:
     async def next_batch(self) -> tuple[list[TaskEvent], bool] | None:
         """(events, behind) as soon as there is something; None once the hub closed.
 
+        Raises NotFound, after the events buffered before it, once the group was released.
+
         behind (with no events) means the buffer overflowed and was dropped:
         the reader must read from the store every event after the last one it
         sent. It reads after this call returned, so whatever was dropped was
@@ -93,11 +102,13 @@ class Subscription:
             with self._lock:
                 batch, behind = self._pending, self._behind
                 self._pending, self._size, self._behind = [], 0, False
-                closed = self._closed
+                closed, gone = self._closed, self._gone
                 if not batch and not behind and not closed:
                     self._ready.clear()  # the next put() sets it again
             if batch or behind:
                 return batch, behind
+            if gone:
+                raise NotFound(gone)
             if closed:
                 return None
             await self._ready.wait()
@@ -143,6 +154,13 @@ class Hub:
         for subs, evs in targets:
             for sub in subs:
                 sub.put(evs)
+
+    def end_group(self, group_id: str, reason: str) -> None:
+        """End every stream of a group that is gone (released), telling them why."""
+        with self._lock:
+            subs = list(self._subs.pop(group_id, ()))
+        for sub in subs:
+            sub.put(None, reason)
 
     def watched(self, group_id: str) -> bool:
         """Whether any stream watches the group now (any thread)."""

@@ -214,6 +214,8 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("retention sweep failed: %s", exc)
                 continue
+            for group_id in gone:  # a stream still open on one ends, saying why
+                self.gateway.hub.end_group(group_id, f"task group {group_id} expired (retention)")
             if gone:
                 log.info("retention: released %d finished task groups", len(gone))
 

@@ -28,8 +28,16 @@ from google.protobuf.message import DecodeError
 from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract._proto import gateway_pb2_grpc as pb_grpc
 from fxgate_contract.errors import FROM_DAEMON
+from fxgate_contract.states import CancelOutcome
 from gateway.core import Gateway, Status
-from gateway.errors import InvalidRequest, NotFound, StoreUnavailable, TooLarge, UpstreamError
+from gateway.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StoreUnavailable,
+    TooLarge,
+    UpstreamError,
+)
 from gateway.loglimit import throttled
 from gateway.store.records import GroupSummary, NewTask, TaskEvent, TaskOptions
 
@@ -57,6 +65,7 @@ CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (UpstreamError, grpc.StatusCode.FAILED_PRECONDITION),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 
@@ -319,15 +328,30 @@ class Servicer(pb_grpc.GatewayServicer):
     async def Cancel(  # noqa: N802
         self, request: pb.CancelRequest, context: Context
     ) -> pb.CancelResponse:
-        cancelled = await self._run(self.gw.cancel, list(request.task_ids))
-        return pb.CancelResponse(cancelled_task_ids=cancelled)
+        found = await self._run(
+            self.gw.cancel_tasks, list(request.task_ids), not request.not_started_only
+        )
+        return pb.CancelResponse(
+            cancelled_task_ids=[r.task_id for r in found if r.outcome == CancelOutcome.CANCELLED],
+            outcomes=[
+                pb.TaskCancel(
+                    task_id=r.task_id,
+                    outcome=int(r.outcome),  # type: ignore[arg-type]
+                    message=r.message,
+                    was_running=r.was_running,
+                )
+                for r in found
+            ],
+        )
 
     @unary
     async def ReleaseGroup(  # noqa: N802
         self, request: pb.ReleaseGroupRequest, context: Context
     ) -> pb.ReleaseGroupResponse:
-        released = await self._run(self.gw.release, request.task_group_id)
-        return pb.ReleaseGroupResponse(tasks_released=released)
+        released, cancelled = await self._run(
+            self.gw.release_group, request.task_group_id, request.cancel_unfinished
+        )
+        return pb.ReleaseGroupResponse(tasks_released=released, tasks_cancelled=cancelled)
 
     @unary
     async def ListTaskGroups(  # noqa: N802

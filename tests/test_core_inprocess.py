@@ -18,7 +18,7 @@ from fxgate_contract.serialize import pack_function, pack_payload
 from fxgate_contract.states import TaskState
 from gateway.config import Settings
 from gateway.core import Gateway
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.store.database import Store
 from gateway.store.records import Completion, NewTask, PendingTask
 from tests.support.inprocess import RecordingUpstream
@@ -205,7 +205,9 @@ def test_complete_returns_what_names_no_stored_task(gateway: Gateway) -> None:
 def test_release_removes_the_group_and_its_tasks(gateway: Gateway) -> None:
     group, ids = gateway.submit("", "local", tasks(gateway, 2), "", []).result()
     other, _ = gateway.submit("", "local", tasks(gateway, 1), "", []).result()
-    assert gateway.release(group) == 2
+    with pytest.raises(Conflict, match="2 unfinished tasks"):
+        gateway.release(group)  # its tasks were never run
+    assert gateway.release(group, cancel_unfinished=True) == 2
     with pytest.raises(NotFound, match=group):
         gateway.group(group)
     with pytest.raises(NotFound):

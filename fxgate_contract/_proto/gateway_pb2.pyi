@@ -16,6 +16,14 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_SUCCESS: _ClassVar[TaskState]
     TASK_STATE_FAILED: _ClassVar[TaskState]
     TASK_STATE_CANCELLED: _ClassVar[TaskState]
+
+class CancelOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANCEL_OUTCOME_UNSPECIFIED: _ClassVar[CancelOutcome]
+    CANCEL_OUTCOME_CANCELLED: _ClassVar[CancelOutcome]
+    CANCEL_OUTCOME_ALREADY_FINISHED: _ClassVar[CancelOutcome]
+    CANCEL_OUTCOME_RUNNING_CANNOT_STOP: _ClassVar[CancelOutcome]
+    CANCEL_OUTCOME_UNKNOWN: _ClassVar[CancelOutcome]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_ACCEPTED: TaskState
 TASK_STATE_SUBMITTED: TaskState
@@ -23,6 +31,11 @@ TASK_STATE_RUNNING: TaskState
 TASK_STATE_SUCCESS: TaskState
 TASK_STATE_FAILED: TaskState
 TASK_STATE_CANCELLED: TaskState
+CANCEL_OUTCOME_UNSPECIFIED: CancelOutcome
+CANCEL_OUTCOME_CANCELLED: CancelOutcome
+CANCEL_OUTCOME_ALREADY_FINISHED: CancelOutcome
+CANCEL_OUTCOME_RUNNING_CANNOT_STOP: CancelOutcome
+CANCEL_OUTCOME_UNKNOWN: CancelOutcome
 
 class RegisterFunctionRequest(_message.Message):
     __slots__ = ("function_name", "function_code", "description", "metadata_json")
@@ -161,16 +174,32 @@ class GetTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
-    __slots__ = ("task_ids",)
+    __slots__ = ("task_ids", "not_started_only")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_STARTED_ONLY_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_started_only: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., not_started_only: _Optional[bool] = ...) -> None: ...
+
+class TaskCancel(_message.Message):
+    __slots__ = ("task_id", "outcome", "message", "was_running")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    outcome: CancelOutcome
+    message: str
+    was_running: bool
+    def __init__(self, task_id: _Optional[str] = ..., outcome: _Optional[_Union[CancelOutcome, str]] = ..., message: _Optional[str] = ..., was_running: _Optional[bool] = ...) -> None: ...
 
 class CancelResponse(_message.Message):
-    __slots__ = ("cancelled_task_ids",)
+    __slots__ = ("cancelled_task_ids", "outcomes")
     CANCELLED_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     cancelled_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cancelled_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    outcomes: _containers.RepeatedCompositeFieldContainer[TaskCancel]
+    def __init__(self, cancelled_task_ids: _Optional[_Iterable[str]] = ..., outcomes: _Optional[_Iterable[_Union[TaskCancel, _Mapping]]] = ...) -> None: ...
 
 class ReleaseGroupRequest(_message.Message):
     __slots__ = ("task_group_id", "cancel_unfinished")
@@ -181,10 +210,12 @@ class ReleaseGroupRequest(_message.Message):
     def __init__(self, task_group_id: _Optional[str] = ..., cancel_unfinished: _Optional[bool] = ...) -> None: ...
 
 class ReleaseGroupResponse(_message.Message):
-    __slots__ = ("tasks_released",)
+    __slots__ = ("tasks_released", "tasks_cancelled")
     TASKS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     tasks_released: int
-    def __init__(self, tasks_released: _Optional[int] = ...) -> None: ...
+    tasks_cancelled: int
+    def __init__(self, tasks_released: _Optional[int] = ..., tasks_cancelled: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

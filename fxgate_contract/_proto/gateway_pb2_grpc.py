@@ -145,14 +145,16 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Cancel tasks that have not started yet.
+        """Cancel tasks: withdraw those not started, stop running ones where the
+        upstream can; the answer says per task what happened.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseGroup(self, request, context):
-        """Forget a group and everything stored for it.
+        """Forget a group and everything stored for it; refused while tasks of it are
+        unfinished, unless the request asks to cancel them first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

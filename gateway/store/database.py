@@ -173,6 +173,14 @@ class Store:
         groups = self._groups
         return self.write(lambda tx: writes.mark_submitted(tx, upstream_ids, groups, group_id))
 
+    def mark_running(self, started: dict[str, str]) -> Future[int]:
+        """Record tasks the upstream started (ACCEPTED -> RUNNING; finished ones stay)."""
+        return self.write(lambda tx: writes.mark_running(tx, started, self._groups))
+
+    def reset_running(self, upstream: str) -> Future[int]:
+        """At start: one upstream's RUNNING tasks are queued again, not running (ACCEPTED)."""
+        return self.write(lambda tx: writes.reset_running(tx, upstream))
+
     def set_upstream_group(self, group_id: str, upstream_group_id: str) -> Future[None]:
         """Record the id the upstream gave a group at its first submit."""
         return self.write(lambda tx: writes.set_upstream_group(tx, group_id, upstream_group_id))
@@ -190,9 +198,10 @@ class Store:
         now = time.time()
         return self.write(lambda tx: writes.quarantine(tx, rows, now))
 
-    def release(self, group_id: str) -> Future[int]:
-        """Delete a group and its tasks; the count of tasks deleted."""
-        return self.write(lambda tx: writes.release(tx, group_id, self._groups))
+    def release(self, group_id: str, require_finished: bool = False) -> Future[int]:
+        """Delete a group and its tasks; the count of tasks deleted. require_finished:
+        refused (Conflict) while a task of it is unfinished, decided in the writer."""
+        return self.write(lambda tx: writes.release(tx, group_id, require_finished, self._groups))
 
     def expire(self, older_than: float) -> Future[dict[str, int]]:
         """Release every finished group untouched since older_than (retention);
@@ -246,6 +255,16 @@ class Store:
     def submitted_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
         """SUBMITTED tasks of a group as events (seq 0), in pages by task id."""
         return self._read(lambda c: reads.submitted_events(c, group_id, after_id, limit))
+
+    def running_events(self, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+        """RUNNING tasks of a group as events (seq 0), in pages by task id."""
+        return self._read(lambda c: reads.running_events(c, group_id, after_id, limit))
+
+    def unfinished_ids(
+        self, group_id: str, after_id: str = "", limit: int = 5000
+    ) -> tuple[int, list[str]]:
+        """(how many tasks of a group are unfinished, a page of their ids after after_id)."""
+        return self._read(lambda c: reads.unfinished_ids(c, group_id, after_id, limit))
 
     def upstream_task_ids(self, group_id: str) -> dict[str, str]:
         """task id -> upstream task id, for the tasks of a group the upstream has named."""

@@ -209,6 +209,39 @@ def submitted_events(conn: Connection, group_id: str, after_id: str, limit: int)
     return [_event(r) for r in conn.execute(query)]
 
 
+def running_events(conn: Connection, group_id: str, after_id: str, limit: int) -> list[TaskEvent]:
+    """RUNNING tasks of a group as events (seq 0), in pages by task id.
+
+    Found through the state index (a few running tasks in the whole store), not
+    the group's (SQLite's planner, without statistics, may pick the group's and
+    read every task of a million-task group).
+    """
+    query = (
+        select(*EVENT_COLUMNS)
+        .with_hint(TASKS, "INDEXED BY ix_tasks_state", "sqlite")
+        .where(TASKS.c.state == int(TaskState.RUNNING))
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.id > after_id)
+        .order_by(TASKS.c.id)
+        .limit(limit)
+    )
+    return [_event(r) for r in conn.execute(query)]
+
+
+def unfinished_ids(
+    conn: Connection, group_id: str, after_id: str, limit: int
+) -> tuple[int, list[str]]:
+    """(how many tasks of a group are unfinished, a page of their ids after after_id)."""
+    open_tasks = (
+        select(TASKS.c.id).where(TASKS.c.group_id == group_id).where(TASKS.c.state.in_(UNFINISHED))
+    )
+    count = conn.execute(select(func.count()).select_from(open_tasks.subquery())).scalar_one()
+    ids = conn.execute(
+        open_tasks.where(TASKS.c.id > after_id).order_by(TASKS.c.id).limit(limit)
+    ).scalars()
+    return int(count), list(ids)
+
+
 def upstream_task_ids(conn: Connection, group_id: str) -> dict[str, str]:
     """task id -> upstream task id, for the tasks of a group the upstream has named."""
     rows = conn.execute(

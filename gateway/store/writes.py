@@ -16,8 +16,8 @@ from operator import attrgetter
 
 from sqlalchemy import bindparam, delete, func, insert, literal_column, null, select, update
 
-from fxgate_contract.states import TaskState
-from gateway.errors import InvalidRequest, NotFound
+from fxgate_contract.states import UNFINISHED, TaskState
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.store import reads
 from gateway.store.counters import GROUPS_KEY, QUARANTINE_KEY
 from gateway.store.group_upstreams import NO_UPSTREAM, GroupUpstreams
@@ -70,6 +70,15 @@ SUBMITTED_SQL = (
         upstream_task_id=bindparam("upstream_task_id"),
         state=literal_column(str(int(TaskState.SUBMITTED))),
     )
+)
+# A task its upstream started (the local pool): only while it is still ACCEPTED, so a
+# late write never turns a finished task (or one run again after a restart) back.
+RUNNING_COLUMNS = ("b_id",)
+RUNNING_SQL = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .where(TASKS.c.state == literal_column(str(int(TaskState.ACCEPTED))))
+    .values(state=literal_column(str(int(TaskState.RUNNING))))
 )
 # A finished task: its result, state and place in the completion order.
 COMPLETE_COLUMNS = (
@@ -405,6 +414,32 @@ def mark_submitted(
     tx.count((upstream, TaskState.SUBMITTED), moved)
 
 
+def mark_running(tx: Transaction, started: dict[str, str], groups: GroupUpstreams) -> int:
+    """Tasks one upstream started (task id -> group id), ACCEPTED -> RUNNING; the count
+    that moved. Their first group says which upstream's counts move."""
+    moved = tx.executemany(RUNNING_SQL, RUNNING_COLUMNS, [(t,) for t in started])
+    if moved:
+        group_id = next(iter(started.values()))
+        upstream = groups.of(tx.conn, [group_id])[group_id]
+        tx.count((upstream, TaskState.ACCEPTED), -moved)
+        tx.count((upstream, TaskState.RUNNING), moved)
+    return moved
+
+
+def reset_running(tx: Transaction, upstream: str) -> int:
+    """RUNNING tasks of one upstream's groups back to ACCEPTED (at start: none runs yet)."""
+    groups = select(GROUPS.c.id).where(GROUPS.c.upstream == upstream)
+    moved = tx.conn.execute(
+        update(TASKS)
+        .where(TASKS.c.state == int(TaskState.RUNNING))
+        .where(TASKS.c.group_id.in_(groups))
+        .values(state=int(TaskState.ACCEPTED))
+    ).rowcount
+    tx.count((upstream, TaskState.RUNNING), -moved)
+    tx.count((upstream, TaskState.ACCEPTED), moved)
+    return int(moved)
+
+
 def set_upstream_group(tx: Transaction, group_id: str, upstream_group_id: str) -> None:
     """The id the upstream gave a group at its first submit."""
     tx.conn.execute(
@@ -437,11 +472,29 @@ def quarantine(tx: Transaction, rows: Sequence[tuple[str, str, bytes]], now: flo
     )
 
 
-def release(tx: Transaction, group_id: str, groups: GroupUpstreams) -> int:
-    """Delete a group and its tasks; the count of tasks deleted."""
+def release(tx: Transaction, group_id: str, require_finished: bool, groups: GroupUpstreams) -> int:
+    """Delete a group and its tasks; the count of tasks deleted.
+
+    require_finished: refused (Conflict) while a task of it is unfinished; checked
+    here, in the writer, so a task accepted into the group meanwhile is never
+    deleted unseen.
+    """
     found = tx.conn.execute(select(GROUPS.c.id).where(GROUPS.c.id == group_id)).scalar()
     if found is None:
         raise NotFound(f"unknown task group {group_id}")
+    if not require_finished:
+        return _delete_group(tx, group_id, groups)
+    open_tasks = tx.conn.execute(
+        select(func.count())
+        .select_from(TASKS)
+        .where(TASKS.c.group_id == group_id)
+        .where(TASKS.c.state.in_(UNFINISHED))
+    ).scalar_one()
+    if open_tasks:
+        raise Conflict(
+            f"task group {group_id} still has {open_tasks} unfinished tasks; "
+            "wait for them, cancel them, or release with cancel_unfinished"
+        )
     return _delete_group(tx, group_id, groups)
 
 

@@ -40,6 +40,10 @@ PayloadSource = Callable[[Sequence[str]], dict[str, str]]
 # one group (task id -> upstream task id). The future resolves on the store's writer
 # thread once they are committed; the group's watchers hear of them then.
 SubmittedSink = Callable[[str, dict[str, str]], Future[None]]
+# Called by an upstream, on its own thread, with tasks that started (task id -> group id),
+# where it knows starts (the local pool). The future resolves on the store's writer
+# thread once committed; a task already finished is left as it is.
+RunningSink = Callable[[dict[str, str]], Future[None]]
 # Keeps unusable broker messages: (source, reason, body) rows. Called on the
 # thread that received them; the future resolves on the store's writer thread.
 QuarantineFn = Callable[[Sequence[tuple[str, str, bytes]]], Future[None]]
@@ -101,6 +105,7 @@ class UpstreamPorts:
     payloads: PayloadSource
     store: UpstreamStore
     submitted: SubmittedSink
+    running: RunningSink | None = None  # None: starts are not recorded
 
 
 # Bytes of payloads one upstream's queue keeps in memory, at most: about
@@ -222,6 +227,23 @@ class Upstream(Protocol):
 
     def describe(self) -> str:
         """One line on its health, for `fxgate status`."""
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """An upstream that can stop a task it started (the local pool); Globus cannot."""
+
+    def stop_running(self, task_ids: Sequence[str]) -> Future[set[str]]:
+        """Stop these tasks where they run; resolves to the ids stopped.
+
+        For each task it holds, the upstream first has CANCELLED committed
+        through its sink (so the task never runs again, even after a restart),
+        then stops it. Ids it does not hold (finished, not yet started, or
+        unknown) are left out. Any thread may call it; the future may resolve
+        long after (a task waiting behind another at a worker is stopped when
+        it starts).
+        """
+        ...
 
 
 class ResultSource(Protocol):

@@ -23,6 +23,20 @@ the dispatch thread, which lives as long as the pool. A task whose worker was
 killed that way has no result and runs again from the start after a restart;
 it never runs twice at the same time.
 
+When a task starts: a worker runs the tasks of a batch in order, one at a
+time, and reports each as it ends; so the task at the head of a worker's
+in-flight queue is the one running, from the moment it was sent to an idle
+worker or the task before it reported done. That is what RUNNING means here.
+It is recorded once a task has run MARK_RUNNING_AFTER_S (one store write per
+dispatch turn, for the few tasks that crossed it): tasks faster than that go
+from ACCEPTED straight to their result, so a pool of trivial tasks pays
+nothing for it.
+
+Stopping a running task (stop_running): CANCELLED is committed first, then
+its worker is killed and replaced; the other tasks that worker held go back
+to the front of the queue. A task waiting at a worker behind another is
+stopped when it reaches the head.
+
 Workers get a clean environment, set at exec (so /proc/self/environ holds
 nothing else either): a few variables Python and common tools need
 (BASE_ENV) and the ones the ``worker_env`` setting passes on. The daemon's
@@ -58,6 +72,7 @@ from gateway.upstreams.base import (
     PayloadBudget,
     PayloadSource,
     ResultSink,
+    RunningSink,
     UpstreamPorts,
     with_payloads,
 )
@@ -72,6 +87,10 @@ BATCH_BELOW_S = 0.005
 # 64 tasks of 8 KB fit; 1 MB tasks go one at a time.
 MAX_INFLIGHT_BYTES = 1 << 20
 READ_CHUNK = 1 << 18
+# A task at the head of a worker this long is recorded RUNNING (see the module docstring).
+MARK_RUNNING_AFTER_S = 0.02
+# The longest the dispatch thread waits for a worker or the wake pipe, in ms.
+POLL_MS = 1000
 # What a task's environment holds besides the worker_env setting. PYTHONPATH
 # because dill ships importable functions by reference: a task needs the same
 # modules the daemon's interpreter sees.
@@ -107,6 +126,31 @@ class _Worker:
     inbuf: bytearray = field(default_factory=bytearray)  # read, not yet a whole message
     known_functions: set[str] = field(default_factory=set)
     started: float = 0.0  # when the task at the head of inflight began
+    marked: str = ""  # the last task of this worker recorded RUNNING
+
+
+@dataclass
+class _StopRequest:
+    """One stop_running call: tasks still to settle, those stopped, and who waits.
+
+    Made by the caller; once in the dispatch thread's list, only that thread
+    changes it (and resolves the future).
+    """
+
+    left: set[str]
+    future: Future[set[str]]
+    stopped: set[str] = field(default_factory=set)
+
+
+def _stopped(task_id: str) -> Completion:
+    """The CANCELLED state of a running task about to be stopped."""
+    return Completion(
+        state=TaskState.CANCELLED,
+        data="",
+        task_id=task_id,
+        error_code="Cancelled",
+        error_message="cancelled while running: its worker process was stopped",
+    )
 
 
 def _death_reason(exitcode: int | None) -> str:
@@ -137,7 +181,7 @@ class LocalUpstream:
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._wake_r, self._wake_w = os.pipe()
-        self._running = False
+        self._alive = False
         self._avg_s = 1.0  # moving average of task duration; start cautious
         self._thread = threading.Thread(target=self._loop, name="local-dispatch", daemon=True)
         self._sink: ResultSink | None = None
@@ -147,6 +191,13 @@ class LocalUpstream:
         self._code_cache: dict[str, str] = {}
         self._unstored: list[Completion] = []
         self._chunk = bytearray(READ_CHUNK)
+        self._running: RunningSink | None = None
+        # Stop requests: new ones and commit outcomes arrive under _lock (from
+        # gRPC call threads and the store-writer); the rest is the dispatch thread's.
+        self._stop_inbox: list[_StopRequest] = []
+        self._stop_stored: list[tuple[list[str], bool]] = []  # (task ids, committed?)
+        self._stop_requests: list[_StopRequest] = []
+        self._committing: set[str] = set()  # CANCELLED written, not yet committed
 
     # ----------------------------------------------------------- contract
     def start(self, ports: UpstreamPorts) -> None:
@@ -154,7 +205,8 @@ class LocalUpstream:
         self._sink = ports.sink
         self._functions = ports.functions
         self._payloads = ports.payloads
-        self._running = True
+        self._running = ports.running
+        self._alive = True
         swept = sweep_stale()
         if swept:
             log.info("removed %d task sandbox directories left by killed workers", swept)
@@ -179,8 +231,16 @@ class LocalUpstream:
                 self._queue = deque(t for t in self._queue if t.task_id not in gone)
         return gone
 
+    def stop_running(self, task_ids: Sequence[str]) -> Future[set[str]]:
+        """Stop tasks at the workers (see the module docstring); resolves to those stopped."""
+        request = _StopRequest(set(task_ids), Future())
+        with self._lock:
+            self._stop_inbox.append(request)
+        self._wake()
+        return request.future
+
     def stop(self) -> None:
-        self._running = False
+        self._alive = False
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
@@ -247,7 +307,7 @@ class LocalUpstream:
 
     def _loop(self) -> None:
         try:
-            while self._running:
+            while self._alive:
                 self._turn()
         finally:
             self._close_workers()
@@ -262,7 +322,7 @@ class LocalUpstream:
             poller.register(w.pidfd, select.POLLIN)
             by_fd[w.sock.fileno()] = by_fd[w.pidfd] = w
         done: list[Completion] = []
-        for fd, _ in poller.poll(1000):
+        for fd, _ in poller.poll(self._poll_ms()):
             if fd == self._wake_r:
                 os.read(self._wake_r, 65536)
                 continue
@@ -272,12 +332,85 @@ class LocalUpstream:
             exited = fd == worker.pidfd
             if not (self._read(worker, done) and self._flush(worker)) or exited:
                 done.extend(self._replace(worker))
+        self._serve_stops(done)
         with self._lock:
             done, self._unstored = self._unstored + done, []
         if done and self._sink is not None:
             # _stored runs on the store-writer thread once the results are committed.
             self._sink(done).add_done_callback(functools.partial(self._stored, done))
         self._dispatch()
+        self._mark_started()
+
+    # ------------------------------------------------------------ starts
+    def _poll_ms(self) -> int:
+        """How long a turn may wait: until the next head task is due to be marked RUNNING."""
+        if self._running is None:
+            return POLL_MS
+        now, wait = time.monotonic(), POLL_MS / 1000
+        for w in self._workers:
+            if w.inflight and w.inflight[0][0].task_id != w.marked:
+                wait = min(wait, w.started + MARK_RUNNING_AFTER_S - now)
+        return max(1, int(wait * 1000) + 1)
+
+    def _mark_started(self) -> None:
+        """Record RUNNING for head tasks that have run MARK_RUNNING_AFTER_S; one write a turn."""
+        if self._running is None:
+            return
+        now = time.monotonic()
+        started: dict[str, str] = {}
+        for w in self._workers:
+            if w.inflight and now - w.started >= MARK_RUNNING_AFTER_S:
+                head = w.inflight[0][0]
+                if head.task_id != w.marked:
+                    w.marked = head.task_id
+                    started[head.task_id] = head.group_id
+        if started:
+            self._running(started)  # a failed write only leaves them ACCEPTED: not retried
+
+    # ------------------------------------------------------------- stops
+    def _serve_stops(self, done: list[Completion]) -> None:
+        """Take new stop requests, kill workers whose task's CANCELLED is committed, and
+        write CANCELLED for requested tasks that are running now (dispatch thread)."""
+        if not (self._stop_inbox or self._stop_stored or self._stop_requests):
+            return  # the usual turn: no lock taken (a list's truth is read atomically)
+        with self._lock:
+            fresh, self._stop_inbox = self._stop_inbox, []
+            stored, self._stop_stored = self._stop_stored, []
+        self._stop_requests += fresh
+        if not (self._stop_requests or stored):
+            return
+        for task_ids, committed in stored:
+            self._committing.difference_update(task_ids)
+            settled = set(task_ids)
+            if committed:
+                for w in [w for w in self._workers if w.inflight]:
+                    if w.inflight[0][0].task_id in settled:
+                        done.extend(self._replace(w, stopped=True))
+            for request in self._stop_requests:
+                if committed:
+                    request.stopped |= request.left & settled
+                request.left -= settled
+        heads = {w.inflight[0][0].task_id: w for w in self._workers if w.inflight}
+        held = {t.task_id for w in self._workers for t, _ in w.inflight} | self._committing
+        wanted: dict[str, None] = {}
+        for request in self._stop_requests:
+            request.left &= held  # the others finished, or never reached a worker
+            wanted.update((t, None) for t in request.left if t in heads)
+        due = [t for t in wanted if t not in self._committing]
+        if due and self._sink is not None:
+            self._committing.update(due)
+            self._sink([_stopped(t) for t in due]).add_done_callback(
+                functools.partial(self._stop_committed, due)
+            )
+        for request in [r for r in self._stop_requests if not r.left]:
+            self._stop_requests.remove(request)
+            request.future.set_result(request.stopped)
+
+    def _stop_committed(self, task_ids: list[str], fut: Future[list[Completion]]) -> None:
+        """CANCELLED of tasks to stop was committed (or not): back to dispatch (writer thread)."""
+        with self._lock:
+            self._stop_stored.append((task_ids, fut.exception() is None))
+        self._wake()
 
     def _stored(self, done: list[Completion], fut: Future[list[Completion]]) -> None:
         """Results the store could not take (locked, full) are offered again (writer thread)."""
@@ -357,13 +490,24 @@ class LocalUpstream:
         )
         return True
 
-    def _replace(self, worker: _Worker) -> list[Completion]:
-        """Fail the task a dead worker was running, requeue the rest, start a new one."""
+    def _replace(self, worker: _Worker, stopped: bool = False) -> list[Completion]:
+        """Fail the task a dead worker was running, requeue the rest, start a new one.
+
+        stopped: killed here to stop its task, whose CANCELLED is committed already.
+        """
         worker.process.kill()  # if it only broke the protocol; no-op once it was reaped
         worker.process.wait()
         reason = _death_reason(worker.process.returncode)
         failed: list[Completion] = []
-        if worker.inflight:
+        if stopped:
+            victim, _ = worker.inflight.popleft()
+            log.info(
+                "stopped worker pid %s: its task %s was cancelled",
+                worker.process.pid,
+                victim.task_id,
+            )
+            self._requeue(worker)
+        elif worker.inflight:
             victim, _ = worker.inflight.popleft()
             log.warning(
                 "worker %s while running a task",
@@ -382,20 +526,24 @@ class LocalUpstream:
                     error_message=message,
                 )
             )
-            with self._lock:
-                for t, _ in reversed(worker.inflight):
-                    self._queue.appendleft(self._budget.admit(t))
-                    self._queued.add(t.task_id)
+            self._requeue(worker)
         else:
             log.warning("idle worker %s", reason, extra=ids(worker_pid=worker.process.pid))
         worker.sock.close()
         os.close(worker.pidfd)
         index = self._workers.index(worker)
-        if self._running:
+        if self._alive:
             self._workers[index] = self._spawn()
         else:
             del self._workers[index]
         return failed
+
+    def _requeue(self, worker: _Worker) -> None:
+        """The tasks a worker held and never started, back to the front of the queue."""
+        with self._lock:
+            for t, _ in reversed(worker.inflight):
+                self._queue.appendleft(self._budget.admit(t))
+                self._queued.add(t.task_id)
 
     def _close_workers(self) -> None:
         """End every worker before the dispatch thread ends (which would SIGKILL them anyway).
