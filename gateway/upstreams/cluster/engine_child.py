@@ -1,8 +1,8 @@
 """The engine child: runs Globus Compute's engine for one cluster endpoint of the daemon.
 
 The daemon never imports parsl or globus_compute_endpoint (nor dill): this
-process does, started by gateway/upstreams/cluster/upstream.py as
-``python -m gateway.upstreams.cluster.engine_child DAEMON_PID FD``. It builds
+process does, started by gateway/upstreams/cluster/upstream.py (child_command) with
+arguments DAEMON_PID FD. It builds
 the engine from the endpoint's config exactly as a Globus Compute endpoint
 builds it from config.yaml (the endpoint's own EngineDispatcher), starts it,
 and hands it tasks in the form an endpoint hands them: a messagepack Task whose
@@ -274,8 +274,13 @@ def main(argv: Sequence[str]) -> int:
     return run(int(argv[0]), int(argv[1]))
 
 
-if __name__ == "__main__":
-    # os._exit: the engine's non-daemon helper threads must not keep a stopped child alive.
+def entry() -> None:
+    """The process's whole life (upstream.CHILD_MAIN calls it)."""
     code = main(sys.argv[1:])
     sys.stdout.flush()
+    # os._exit: the engine's non-daemon helper threads must not keep a stopped child alive.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

@@ -71,6 +71,21 @@ MANAGER_LOST = re.compile(r"^parsl\.executors\.high_throughput\.errors\.ManagerL
 SECRET_PREFIXES = ("FXGATE_", "GLOBUS_")
 
 
+# The child imports the very gateway package the daemon runs (not another one on its
+# path): its parent directory goes first on sys.path, handed over as an argument, so
+# nothing reaches PYTHONPATH, which the engine's workers would inherit.
+CHILD_MAIN = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from gateway.upstreams.cluster.engine_child import entry; entry()"
+)
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+def child_command(*args: str) -> list[str]:
+    """The command line of an engine child (-P: its working directory adds nothing)."""
+    return [sys.executable, "-P", "-c", CHILD_MAIN, PACKAGE_ROOT, *args]
+
+
 def child_environment(env: dict[str, str]) -> dict[str, str]:
     """The daemon's environment without FXGATE_*/GLOBUS_*, this Python's bin first on PATH.
 
@@ -89,7 +104,7 @@ def check_engine(cluster: ClusterSettings) -> str:
     Runs the engine child with --check: only it may import the engine.
     """
     out = subprocess.run(
-        [sys.executable, "-P", "-m", "gateway.upstreams.cluster.engine_child", "--check"],
+        child_command("--check"),
         input=json.dumps(cluster.engine),
         capture_output=True,
         text=True,
@@ -255,8 +270,7 @@ class ClusterUpstream:
         ours, theirs = socket.socketpair()
         with theirs:
             proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "gateway.upstreams.cluster.engine_child"]
-                + [str(os.getpid()), str(theirs.fileno())],
+                child_command(str(os.getpid()), str(theirs.fileno())),
                 env=child_environment(dict(os.environ)),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
