@@ -113,13 +113,18 @@ def cancel_orphans(engine: Any, job_ids: Sequence[str]) -> None:
     if not job_ids:
         return
     provider = engine.executor.provider
+    told = []
     if type(provider).__name__ == "LocalProvider":
-        for job in job_ids:
-            provider.resources.setdefault(job, {"job_id": job, "remote_pid": int(job)})
+        told = [job for job in job_ids if job not in provider.resources]
+        for job in told:
+            provider.resources[job] = {"job_id": job, "remote_pid": int(job)}
     try:
         provider.cancel(list(job_ids))
     except Exception as exc:  # noqa: BLE001 - left to their walltime or heartbeat
         log.warning("could not cancel the blocks of a previous child %s: %r", job_ids, exc)
+    finally:
+        for job in told:  # not its own: its status polls must not see them
+            provider.resources.pop(job, None)
 
 
 class Child:
