@@ -270,3 +270,39 @@ def test_a_cluster_table_becomes_the_engine_table_of_an_endpoint_config() -> Non
     assert found.engine["max_retries_on_system_failure"] == 2
     assert found.engine["provider"]["type"] == "LocalProvider"
     assert found.endpoint_id == "" and found.queue_at_engine == config.DEFAULT_QUEUE_AT_ENGINE
+
+
+def raised(exc: Exception) -> Exception:
+    """The exception with a traceback, as the engine holds the ones its tasks raised."""
+    try:
+        raise exc
+    except Exception as caught:  # noqa: BLE001 - the point
+        return caught
+
+
+def test_a_task_lost_with_its_node_fails_as_worker_lost_with_the_engines_text() -> None:
+    """The Result the engine packs for a task whose manager was lost (after its retries),
+    decoded by the daemon's side: WorkerLost, with the engine's traceback text kept."""
+    import uuid
+
+    from globus_compute_common import messagepack
+    from globus_compute_common.messagepack.message_types import TaskTransition
+    from globus_compute_common.tasks import ActorName, TaskState
+    from globus_compute_endpoint.engines.base import GlobusComputeEngineBase
+    from parsl.executors.high_throughput.errors import ManagerLost
+
+    from gateway.upstreams.cluster.upstream import completion
+
+    task_id = uuid.uuid4()
+    begin = TaskTransition(timestamp=1, actor=ActorName.INTERCHANGE, state=TaskState.EXEC_START)
+    lost = [raised(ManagerLost(b"m1", "node7")), raised(ManagerLost(b"m2", "node8"))]  # a retry
+    result = GlobusComputeEngineBase._handle_task_exception(None, task_id, begin, lost)
+    found = completion(str(task_id), messagepack.pack(result))
+    assert found.task_id == str(task_id) and found.upstream_task_id is None
+    assert found.error_code == "WorkerLost"
+    assert "max_retries_on_system_failure" in found.error_message
+    assert "loss of manager m2 on host node8" in found.data  # the engine's own text
+    user = GlobusComputeEngineBase._handle_task_exception(
+        None, task_id, begin, [raised(KeyError("x"))]
+    )
+    assert completion(str(task_id), messagepack.pack(user)).error_code == "RemoteExecutionError"
