@@ -130,9 +130,9 @@ def cancel_orphans(engine: Any, job_ids: Sequence[str]) -> None:
 class Child:
     """One engine and the daemon's socket.
 
-    The main thread reads tasks and submits them; results are written from the
-    engine's own result thread (its futures' callbacks) and the status thread,
-    so writes share `_send_lock`.
+    The main thread reads tasks and submits them; the engine's result thread
+    (its futures' callbacks) gathers results, which the results thread sends;
+    the status thread sends status; writes share `_send_lock`.
     """
 
     def __init__(self, sock: socket.socket, engine: Any) -> None:
@@ -141,6 +141,9 @@ class Child:
         self._send_lock = threading.Lock()
         self._codes: dict[str, str] = {}
         self._done = threading.Event()
+        self._results: list[list[str]] = []  # finished, not yet sent; under _results_lock
+        self._results_lock = threading.Lock()
+        self._have_results = threading.Event()
 
     def send(self, message: Any) -> None:
         data = encode(message)
@@ -172,16 +175,30 @@ class Child:
             )
 
     def _finished(self, future: Any) -> None:
-        """A task's packed Result, as the engine made it, to the daemon (engine's thread)."""
+        """A task's packed Result, as the engine made it, for the daemon (engine's thread)."""
         try:
             body: bytes = future.result()
         except Exception as exc:  # noqa: BLE001 - the engine packs failures; this is its bug
             log.error("task %s: the engine failed it without a result: %r", future.gc_task_id, exc)
             return  # the task stays unfinished in the daemon and runs again after a restart
-        try:
-            self.send({"t": "results", "results": [[str(future.gc_task_id), _b64(body)]]})
-        except OSError:
-            self._done.set()  # the daemon is gone
+        with self._results_lock:
+            self._results.append([str(future.gc_task_id), _b64(body)])
+        self._have_results.set()
+
+    def forward(self) -> None:
+        """Send the results gathered since the last send, as one message (the results thread):
+        one write and one commit for what finished meanwhile, not one per task."""
+        while not self._done.is_set():
+            self._have_results.wait(STATUS_EVERY_S)
+            self._have_results.clear()
+            with self._results_lock:
+                results, self._results = self._results, []
+            if not results:
+                continue
+            try:
+                self.send({"t": "results", "results": results})
+            except OSError:
+                self._done.set()  # the daemon is gone
 
     def report(self) -> None:
         """Send the engine's status every STATUS_EVERY_S, while the child lives."""
@@ -202,6 +219,7 @@ class Child:
     def serve(self) -> None:
         """Read task batches until the daemon closes the socket (or SIGTERM arrives)."""
         threading.Thread(target=self.report, name="status", daemon=True).start()
+        threading.Thread(target=self.forward, name="results", daemon=True).start()
         buf = bytearray()
         try:
             while True:

@@ -316,7 +316,12 @@ class ClusterUpstream:
         """Under _cond: something for the supervising thread to do."""
         if not self._running or child.dead or self._unstored:
             return True
-        return child.ready and bool(self._queue) and len(self._inflight) < self._capacity()
+        return child.ready and bool(self._queue) and self._low()
+
+    def _low(self) -> bool:
+        """Under _cond: the engine holds half its room or less, so a batch is worth sending
+        (refilling it one task per result cost the daemon ~1 ms a task in wakeups)."""
+        return len(self._inflight) <= self._capacity() // 2
 
     def _capacity(self) -> int:
         """Under _cond: tasks the engine may hold: what its workers take, queue_at_engine
@@ -438,7 +443,8 @@ class ClusterUpstream:
             with self._cond:
                 for c in done:
                     self._inflight.pop(str(c.task_id), None)
-                self._cond.notify_all()
+                if self._queue and self._low():
+                    self._cond.notify_all()
             return done
         with self._cond:
             if kind == "status":
