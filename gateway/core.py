@@ -254,7 +254,14 @@ class Gateway:
             return "local", self.local_endpoint_id
         cluster = self._clusters.get(endpoint_id)  # a cluster's name, or its UUID as stored
         if cluster is None and self._clusters:
-            cluster = self._clusters.get(_canonical_uuid(endpoint_id, "endpoint id"))
+            try:
+                cluster = self._clusters.get(_canonical_uuid(endpoint_id, "endpoint id"))
+            except InvalidRequest:
+                names = sorted(n for n, u in self.upstreams.items() if n in self._clusters)
+                raise NotFound(
+                    f"unknown endpoint {shown(endpoint_id)}: not a UUID, 'local' or the "
+                    f"name of a cluster endpoint ({', '.join(names)})"
+                ) from None
         if cluster is not None:
             upstream = self.upstreams[cluster]
             assert isinstance(upstream, ClusterUpstream)
