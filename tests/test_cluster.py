@@ -107,11 +107,19 @@ with Executor(endpoint_id="testhpc") as ex:
         ex.submit(fails, 7).result(timeout=120)
     except ValueError as exc:
         print("raised", type(exc).__name__, "remote failure 7" in str(exc), "Traceback" in str(exc))
+    # resource_specification reaches engine.submit: HTEX takes priority, refuses the rest
+    ex.resource_specification = {"priority": 1}
+    print("priority", ex.submit(square, 5).result(timeout=120))
+    ex.resource_specification = {"num_nodes": 2}
+    try:
+        ex.submit(square, 5).result(timeout=120)
+    except Exception as exc:
+        print("refused", "InvalidResourceSpecification" in str(exc), "num_nodes" in str(exc))
 """
 
 
 @pytest.mark.cluster
-def test_tasks_by_name_and_by_uuid_come_back_and_a_failure_raises_with_its_traceback(
+def test_tasks_by_name_and_by_uuid_come_back_a_failure_raises_and_options_reach_the_engine(
     daemon: DaemonProcess,
 ) -> None:
     out = daemon.run_script(RUN, str(N))
@@ -122,6 +130,7 @@ def test_tasks_by_name_and_by_uuid_come_back_and_a_failure_raises_with_its_trace
     name, value = lines[1].split()
     assert name != "testhpc" and value == total  # the endpoint's UUID
     assert lines[2] == "raised ValueError True True"
+    assert lines[3:] == ["priority 25", "refused True True"]
     status = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "status"],
         capture_output=True,
