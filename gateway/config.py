@@ -75,7 +75,8 @@ class ClusterSettings:
     endpoint_id: str = ""  # empty: a UUID made once and kept in the store
     # Tasks handed to the engine beyond what its workers run: they wait at its
     # interchange, where they can no longer be cancelled. 0: one task per worker,
-    # each sent as the last one ends (HTEX's 10 ms polls make that ~6x slower).
+    # each sent as the last one ends: trivial tasks on 2 workers ran at 84/s that
+    # way, 177/s with 256 here.
     queue_at_engine: int = DEFAULT_QUEUE_AT_ENGINE
 
 
