@@ -130,9 +130,9 @@ def cancel_orphans(engine: Any, job_ids: Sequence[str]) -> None:
 class Child:
     """One engine and the daemon's socket.
 
-    The main thread reads tasks and submits them; the engine's result thread
-    (its futures' callbacks) gathers results, which the results thread sends;
-    the status thread sends status; writes share `_send_lock`.
+    The main thread reads tasks and submits them; the engine's threads (its
+    futures' callbacks) send results, gathered while a send is under way; the
+    status thread sends status; writes share `_send_lock`.
     """
 
     def __init__(self, sock: socket.socket, engine: Any) -> None:
@@ -143,7 +143,7 @@ class Child:
         self._done = threading.Event()
         self._results: list[list[str]] = []  # finished, not yet sent; under _results_lock
         self._results_lock = threading.Lock()
-        self._have_results = threading.Event()
+        self._sending = False  # a thread is in _send_results; under _results_lock
 
     def send(self, message: Any) -> None:
         data = encode(message)
@@ -183,18 +183,21 @@ class Child:
             return  # the task stays unfinished in the daemon and runs again after a restart
         with self._results_lock:
             self._results.append([str(future.gc_task_id), _b64(body)])
-        self._have_results.set()
+            if self._sending:  # the thread sending now takes this one along
+                return
+            self._sending = True
+        self._send_results()
 
-    def forward(self) -> None:
-        """Send the results gathered since the last send, as one message (the results thread):
-        one write and one commit for what finished meanwhile, not one per task."""
-        while not self._done.is_set():
-            self._have_results.wait(STATUS_EVERY_S)
-            self._have_results.clear()
+    def _send_results(self) -> None:
+        """Send what was gathered, until nothing is left (on whichever thread got there first):
+        no handoff to another thread on the way to the daemon, and what finishes during a
+        send goes in the next message."""
+        while True:
             with self._results_lock:
                 results, self._results = self._results, []
-            if not results:
-                continue
+                if not results:
+                    self._sending = False
+                    return
             try:
                 self.send({"t": "results", "results": results})
             except OSError:
@@ -219,7 +222,6 @@ class Child:
     def serve(self) -> None:
         """Read task batches until the daemon closes the socket (or SIGTERM arrives)."""
         threading.Thread(target=self.report, name="status", daemon=True).start()
-        threading.Thread(target=self.forward, name="results", daemon=True).start()
         buf = bytearray()
         try:
             while True:
