@@ -296,6 +296,8 @@ def _cluster(name: str, table: dict[str, Any]) -> ClusterSettings:
     if not isinstance(queue, int) or isinstance(queue, bool) or queue < 0:
         raise ConfigError(f"setting '{where}.queue_at_engine' must be an int >= 0")
     engine = table.pop("engine", None)
+    if "type" in table:  # config.yaml's engine.type is this table's `engine`
+        raise ConfigError(f"setting '{where}.type': name the engine with `engine = \"...\"`")
     if engine not in CLUSTER_ENGINES:
         raise ConfigError(f"setting '{where}.engine' must be one of {', '.join(CLUSTER_ENGINES)}")
     provider = table.get("provider")

@@ -251,6 +251,11 @@ def test_a_bad_engine_key_refuses_to_start_naming_it(tmp_path: Path) -> None:
             "max_retries_on_system_failure",
         ),
         (
+            '[cluster.x]\nengine = "GlobusComputeEngine"\ntype = "GlobusMPIEngine"\n'
+            '[cluster.x.provider]\ntype = "LocalProvider"',
+            "cluster.x.type",
+        ),
+        (
             '[cluster.local]\nengine = "GlobusComputeEngine"\n[cluster.local.provider]\n'
             'type = "LocalProvider"',
             "cluster.local",
