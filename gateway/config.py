@@ -13,8 +13,11 @@ show an operator why the daemon uses what it uses; secrets are masked there
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,33 @@ class GlobusSettings:
         return bool(self.token or self.token_file or self.client_id)
 
 
+# The engines a cluster endpoint may run (globus_compute_endpoint.engines); MPI tasks need
+# the second. The other keys are the engine's own, checked by the engine child at start.
+CLUSTER_ENGINES = ("GlobusComputeEngine", "GlobusMPIEngine")
+# A cluster's name is also its upstream's name in the store (16 characters at most there).
+CLUSTER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}")
+RESERVED_NAMES = ("local", "globus")
+DEFAULT_QUEUE_AT_ENGINE = 256
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """One named cluster endpoint: Globus Compute's engine with a Parsl provider.
+
+    `engine` is the table an endpoint's config.yaml has under ``engine:`` (its
+    type, its keys, ``provider`` with ``launcher``), ready for the engine child.
+    """
+
+    name: str
+    engine: dict[str, Any]
+    endpoint_id: str = ""  # empty: a UUID made once and kept in the store
+    # Tasks handed to the engine beyond what its workers run: they wait at its
+    # interchange, where they can no longer be cancelled. 0: one task per worker,
+    # each sent as the last one ends: trivial tasks on 2 workers ran at 84/s that
+    # way, 177/s with 256 here.
+    queue_at_engine: int = DEFAULT_QUEUE_AT_ENGINE
+
+
 @dataclass
 class Settings:
     """Everything the daemon reads at start."""
@@ -85,6 +115,8 @@ class Settings:
     # NAME pass the daemon's value on, NAME=value set one. Never FXGATE_* or GLOBUS_*.
     worker_env: list[str] = field(default_factory=list)
     globus: GlobusSettings = field(default_factory=GlobusSettings)
+    # [cluster.<name>] tables of the config file (no environment form).
+    cluster: dict[str, ClusterSettings] = field(default_factory=dict)
 
     @property
     def socket_path(self) -> Path | None:
@@ -158,6 +190,9 @@ def _apply(
         name = f"{prefix}{key}"
         if key not in fields:
             raise _unknown(name)
+        if name == "cluster":
+            obj.cluster = clusters(value)
+            continue
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
@@ -186,6 +221,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         section, _, rest = key.partition("_")
         if section in sections and rest:
             out.setdefault(section, {})[rest] = value
+        elif section == "cluster":
+            raise ConfigError(f"{var}: cluster endpoints are configured in the config file only")
         elif key in {f.name for f in dataclasses.fields(Settings)} or key in RENAMED:
             out[key] = value  # a renamed key is refused by name in _apply
         else:
@@ -262,3 +299,73 @@ def _check_worker_env(entry: str) -> None:
             f"setting 'worker_env': {name} is refused: FXGATE_* and GLOBUS_* variables "
             "hold the daemon's settings and credentials"
         )
+
+
+def clusters(tables: Any) -> dict[str, ClusterSettings]:
+    """The [cluster.<name>] tables, checked as far as the daemon can without the engine.
+
+    The engine's own keys (the provider's, the launcher's) are checked by the
+    engine child at start (gateway/upstreams/cluster/engine_child.py --check).
+    """
+    if not isinstance(tables, Mapping):
+        raise ConfigError("setting 'cluster' must be a table of [cluster.<name>] tables")
+    out: dict[str, ClusterSettings] = {}
+    ids: dict[str, str] = {}
+    for name, table in tables.items():
+        where = f"cluster.{name}"
+        if not CLUSTER_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            raise ConfigError(
+                f"[{where}]: a cluster's name is a letter and up to 15 letters, digits, "
+                f"'-' or '_', and not {' or '.join(RESERVED_NAMES)}"
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"setting {where!r} must be a table")
+        cluster = _cluster(name, dict(table))
+        if cluster.endpoint_id in ids:
+            raise ConfigError(
+                f"setting '{where}.endpoint_id': {cluster.endpoint_id} is also the id of "
+                f"[cluster.{ids[cluster.endpoint_id]}]"
+            )
+        if cluster.endpoint_id:
+            ids[cluster.endpoint_id] = name
+        out[name] = cluster
+    return out
+
+
+def _cluster(name: str, table: dict[str, Any]) -> ClusterSettings:
+    where = f"cluster.{name}"
+    endpoint_id = table.pop("endpoint_id", "")
+    if endpoint_id:
+        try:
+            endpoint_id = str(uuid.UUID(str(endpoint_id)))
+        except ValueError:
+            raise ConfigError(f"setting '{where}.endpoint_id' must be a UUID") from None
+    queue = table.pop("queue_at_engine", DEFAULT_QUEUE_AT_ENGINE)
+    if not isinstance(queue, int) or isinstance(queue, bool) or queue < 0:
+        raise ConfigError(f"setting '{where}.queue_at_engine' must be an int >= 0")
+    engine = table.pop("engine", None)
+    if "type" in table:  # config.yaml's engine.type is this table's `engine`
+        raise ConfigError(f"setting '{where}.type': name the engine with `engine = \"...\"`")
+    if engine not in CLUSTER_ENGINES:
+        raise ConfigError(f"setting '{where}.engine' must be one of {', '.join(CLUSTER_ENGINES)}")
+    provider = table.get("provider")
+    _typed_table(provider, f"{where}.provider", "SlurmProvider")
+    assert isinstance(provider, Mapping)
+    if "launcher" in provider:
+        _typed_table(provider["launcher"], f"{where}.provider.launcher", "SrunLauncher")
+    retries = table.get("max_retries_on_system_failure", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigError(f"setting '{where}.max_retries_on_system_failure' must be an int >= 0")
+    try:
+        json.dumps(table)
+    except TypeError as exc:  # a TOML date or time: no engine key takes one
+        raise ConfigError(f"[{where}]: {exc}") from None
+    return ClusterSettings(name, {"type": engine, **table}, endpoint_id, queue)
+
+
+def _typed_table(value: Any, where: str, example: str) -> None:
+    """A provider or launcher table: config.yaml's shape, a `type` naming the class."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'setting {where!r} must be a table (e.g. type = "{example}")')
+    if not isinstance(value.get("type"), str):
+        raise ConfigError(f"setting '{where}.type' must name a class, e.g. \"{example}\"")

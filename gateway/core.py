@@ -42,8 +42,14 @@ from gateway.store.records import (
     TaskOptions,
     TaskSummary,
 )
-from gateway.task_options import check_local_options, check_options, check_registration
+from gateway.task_options import (
+    check_cluster_options,
+    check_local_options,
+    check_options,
+    check_registration,
+)
 from gateway.upstreams.base import ResultSink, Upstream, UpstreamPorts
+from gateway.upstreams.cluster.upstream import ClusterUpstream
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,8 @@ class Gateway:
         # were stored (added on the store-writer thread, once per committed batch).
         self.submit_tasks = Histogram(SUBMIT_TASKS)
         self.results_stored = Tally()
+        # Cluster endpoints by name and by UUID -> upstream name; written once in start.
+        self._clusters: dict[str, str] = {}
 
     # ------------------------------------------------------------- life
     def start(self) -> None:
@@ -131,6 +139,13 @@ class Gateway:
         self.local_endpoint_id = self.store.meta_value(
             "local_endpoint_id", lambda: str(uuid.uuid4())
         )
+        for name, upstream in self.upstreams.items():
+            if isinstance(upstream, ClusterUpstream):
+                if not upstream.endpoint_id:  # made once, kept: clients may hold it
+                    upstream.endpoint_id = self.store.meta_value(
+                        f"cluster_endpoint_id.{name}", lambda: str(uuid.uuid4())
+                    )
+                self._clusters[name] = self._clusters[upstream.endpoint_id] = name
         ports = UpstreamPorts(
             self.complete,
             self.function,
@@ -296,6 +311,20 @@ class Gateway:
         """(upstream name, canonical endpoint id) for an endpoint id."""
         if endpoint_id == LOCAL_ALIAS:
             return "local", self.local_endpoint_id
+        cluster = self._clusters.get(endpoint_id)  # a cluster's name, or its UUID as stored
+        if cluster is None and self._clusters:
+            try:
+                cluster = self._clusters.get(_canonical_uuid(endpoint_id, "endpoint id"))
+            except InvalidRequest:
+                names = sorted(n for n, u in self.upstreams.items() if n in self._clusters)
+                raise NotFound(
+                    f"unknown endpoint {shown(endpoint_id)}: not a UUID, 'local' or the "
+                    f"name of a cluster endpoint ({', '.join(names)})"
+                ) from None
+        if cluster is not None:
+            upstream = self.upstreams[cluster]
+            assert isinstance(upstream, ClusterUpstream)
+            return cluster, upstream.endpoint_id
         canonical = _canonical_uuid(endpoint_id, "endpoint id")
         if canonical == self.local_endpoint_id:
             return "local", canonical
@@ -335,15 +364,7 @@ class Gateway:
         _check_serializers(result_serializers)
         functions_checked: set[str] = set()
         if options != NO_OPTIONS:
-            # A set seen before was checked then: Submits repeat one set (each
-            # carries the client's user_runtime), so most skip the JSON parsing.
-            shared = self.store.known_options(options)
-            if shared is None:
-                check_options(options)
-                shared = self.store.share_options(options)  # one object per distinct set
-            if upstream == "local":
-                check_local_options(shared)
-            options = shared
+            options = self._shared_options(options, upstream)
         for i, t in enumerate(tasks):
             self._check_task(i, t, upstream, functions_checked)
         if task_group_id:
@@ -377,6 +398,20 @@ class Gateway:
         accepted = self.store.accept(group, tasks, submit_id, result_serializers, options)
         accepted.add_done_callback(committed)
         return out
+
+    def _shared_options(self, options: TaskOptions, upstream: str) -> TaskOptions:
+        """The one stored object for this option set, checked for the upstream it goes to."""
+        # A set seen before was checked then: Submits repeat one set (each
+        # carries the client's user_runtime), so most skip the JSON parsing.
+        shared = self.store.known_options(options)
+        if shared is None:
+            check_options(options)
+            shared = self.store.share_options(options)  # one object per distinct set
+        if upstream == "local":
+            check_local_options(shared)
+        elif upstream in self._clusters:
+            check_cluster_options(shared, upstream)
+        return shared
 
     @staticmethod
     def _pending(
@@ -433,7 +468,7 @@ class Gateway:
                 raise NotFound(
                     f"task {index}: unknown function id {shown(function_id)}: not "
                     "registered with fxgate (register it first); a Globus Compute function "
-                    "id runs only on a Globus endpoint, and this is the local endpoint"
+                    f"id runs only on a Globus endpoint, and this is the {upstream} endpoint"
                 ) from None
 
     # ------------------------------------------------------------- reads
@@ -586,6 +621,10 @@ class Gateway:
             if metadata:
                 return directory.local_metadata(endpoint, self.settings.local_workers)
             return directory.local_status(self.upstreams.get("local"))
+        if upstream in self._clusters:
+            if metadata:
+                return directory.cluster_metadata(endpoint, upstream)
+            return directory.local_status(self.upstreams[upstream])
         service = self._service()
         assert service is not None  # route() sends nothing to an upstream that is absent
         if metadata:
@@ -598,6 +637,11 @@ class Gateway:
             raise InvalidRequest(f"role {shown(role)} is longer than {MAX_ROLE_CHARS} characters")
         _check_text(role, "role")
         listed: list[directory.JSON] = [directory.local_listing(self.local_endpoint_id)]
+        listed += [
+            directory.cluster_listing(u.endpoint_id, u.name)
+            for u in self.upstreams.values()
+            if isinstance(u, ClusterUpstream)
+        ]
         service = self._service()
         if service is not None:
             found = service.endpoints(role)

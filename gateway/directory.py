@@ -72,6 +72,27 @@ def local_metadata(endpoint_id: str, workers: int) -> JSON:
     }
 
 
+def cluster_metadata(endpoint_id: str, name: str) -> JSON:
+    """A cluster endpoint's metadata in the service's shape."""
+    return {
+        "uuid": endpoint_id,
+        "name": name,
+        "display_name": f"fxgate cluster endpoint {name}",
+        "description": "Globus Compute's engine driven by the fxgate daemon",
+        "multi_user": False,
+        "public": False,
+        "hostname": socket.gethostname(),
+        "endpoint_version": f"fxgate-{__version__}",
+        "sdk_version": f"fxgate-{__version__}",
+        "local": True,
+    }
+
+
+def cluster_listing(endpoint_id: str, name: str) -> JSON:
+    """A cluster endpoint as an entry of GET /v2/endpoints."""
+    return {"uuid": endpoint_id, "name": name, "display_name": f"fxgate cluster endpoint {name}"}
+
+
 def local_listing(endpoint_id: str) -> JSON:
     """The local endpoint as an entry of GET /v2/endpoints."""
     return {"uuid": endpoint_id, "name": "local", "display_name": "fxgate local endpoint"}

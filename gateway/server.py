@@ -37,6 +37,7 @@ from gateway.status_socket import StatusSocket
 from gateway.store.database import Store
 from gateway.store_lease import StoreLease, take_lease
 from gateway.upstreams.base import Upstream
+from gateway.upstreams.cluster.upstream import ClusterUpstream, check_engine
 from gateway.upstreams.local import LocalUpstream
 
 if TYPE_CHECKING:
@@ -58,9 +59,15 @@ PENDING_CALLS = 2**31 - 1
 
 
 def build_upstreams(settings: Settings, store: Store) -> dict[str, Upstream]:
-    """The local upstream always; the Globus one when credentials are configured."""
+    """The local upstream always; the Globus one when credentials are configured; one per
+    [cluster.<name>] table, whose engine config must pass the engine child's check."""
     local = LocalUpstream(settings.local_workers, settings.worker_env)
     upstreams: dict[str, Upstream] = {"local": local}
+    for name, cluster in settings.cluster.items():
+        problem = check_engine(cluster)
+        if problem:
+            raise ConfigError(f"[cluster.{name}]: {problem}")
+        upstreams[name] = ClusterUpstream(cluster, settings.state_dir)
     if settings.globus.configured:
         from gateway.upstreams.globus.results import ResultStream
         from gateway.upstreams.globus.upstream import GlobusUpstream

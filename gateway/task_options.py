@@ -66,6 +66,16 @@ def check_local_options(options: TaskOptions) -> None:
             )
 
 
+def check_cluster_options(options: TaskOptions, name: str) -> None:
+    """A cluster endpoint runs one engine config: no user_endpoint_config template to fill.
+    Its engine checks resource_specification itself, and fails a task it cannot honour."""
+    if options.user_endpoint_config:
+        raise InvalidRequest(
+            f"the cluster endpoint {name!r} runs the engine of fxgate's config and has no "
+            "endpoint config template: user_endpoint_config cannot be used with it"
+        )
+
+
 def check_registration(description: str, meta: str) -> None:
     """A function's description is bounded text; its metadata, when sent, a JSON object of
     string values (the SDK's FunctionRegistrationMetadata), both forwarded as they are."""

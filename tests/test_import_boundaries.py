@@ -18,8 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DAEMON_MODULES = (
     "gateway.cli, gateway.server, gateway.upstreams.local, gateway.upstreams.globus.upstream, "
-    "gateway.upstreams.globus.results"
+    "gateway.upstreams.globus.results, gateway.upstreams.cluster.upstream"
 )
+# Only the engine child (its own process) imports the engine and Parsl.
+ENGINE_CHILD = "gateway/upstreams/cluster/engine_child.py"
 
 
 def loaded_by(imports: str, watched: set[str]) -> list[str]:
@@ -120,3 +122,12 @@ def test_the_domain_types_load_no_sqlalchemy() -> None:
     """The hub and the upstreams' contract name tasks and events without the SQL."""
     modules = "gateway.hub, gateway.upstreams.base, gateway.store.records"
     assert loaded_by(modules, {"sqlalchemy"}) == []
+
+
+def test_the_daemon_never_loads_the_engine_or_parsl() -> None:
+    """Cluster endpoints run Globus Compute's engine in a child process: the daemon stays
+    light and never holds what the engine deserializes."""
+    engine = {"parsl", "globus_compute_endpoint", "zmq"}
+    assert loaded_by(DAEMON_MODULES, engine) == []
+    imports = {f: n & engine for f, n in imported_packages("gateway").items() if n & engine}
+    assert set(imports) == {ENGINE_CHILD}

@@ -1,5 +1,6 @@
-"""Every upstream passes tests/upstream_contract.py: the local worker pool and the Globus
-upstream (against the fake web service and a real private RabbitMQ)."""
+"""Every upstream passes tests/upstream_contract.py: the local worker pool, the Globus
+upstream (against the fake web service and a real private RabbitMQ) and a cluster
+endpoint (Globus Compute's engine with Parsl's LocalProvider: real worker processes)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import IO
 
 import pytest
 
-from gateway.config import GlobusSettings
+from gateway.config import ClusterSettings, GlobusSettings
 from gateway.store.records import PendingTask
 from gateway.upstreams.base import Upstream
+from gateway.upstreams.cluster.upstream import ClusterUpstream
 from gateway.upstreams.globus.results import CONNECTION_NAME, ResultStream
 from gateway.upstreams.globus.upstream import GlobusUpstream
 from gateway.upstreams.globus.web import WebService
@@ -77,6 +79,35 @@ class TestLocalUpstream(UpstreamContract):
             yield _Gate(h, self.gate, self.fifo, self.started_lines)
 
     unfinishing = stalled  # the running task is killed at stop; the queued ones wait
+
+
+@pytest.mark.cluster
+class TestClusterUpstream(TestLocalUpstream):
+    """The engine with one worker and no queue of its own: a running task keeps the next
+    ones in fxgate's queue, where they can be cancelled. The engine runs in a child."""
+
+    @pytest.fixture(autouse=True)
+    def _run_dir(self, tmp_path: Path) -> None:
+        self.state_dir = tmp_path / "state"
+
+    def new_upstream(self) -> Upstream:
+        engine = {
+            "type": "GlobusComputeEngine",
+            "max_workers_per_node": 1,
+            "address": "127.0.0.1",
+            "provider": {
+                "type": "LocalProvider",
+                "init_blocks": 1,
+                "min_blocks": 0,
+                "max_blocks": 1,
+                "worker_init": f"export PYTHONPATH={ROOT}",
+            },
+        }
+        cluster = ClusterSettings("contract", engine, self.endpoint_id(), queue_at_engine=0)
+        return ClusterUpstream(cluster, self.state_dir)
+
+    def endpoint_id(self) -> str:
+        return "00000000-0000-4000-8000-000000000002"
 
 
 class _ServiceTasks:
