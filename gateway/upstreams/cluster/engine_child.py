@@ -48,10 +48,39 @@ class Stop(Exception):
 
 
 def build_engine(config: dict[str, Any]) -> Any:
-    """The engine a Globus Compute endpoint would build from the same `engine:` table."""
+    """The engine a Globus Compute endpoint would build from the same `engine:` table.
+
+    One provider key is fxgate's own: `status_polling_interval` (seconds), how often
+    the engine asks the scheduler for its blocks' states. Parsl's providers fix it
+    (SlurmProvider and PBSProProvider: 60 s), so a cancelled or expired block is
+    noticed and replaced up to a minute late; a site may ask for less.
+    """
     from globus_compute_endpoint.endpoint.config.dispatch import EngineDispatcher
 
-    return EngineDispatcher.build_instance(config)
+    provider = config.get("provider")
+    interval = None
+    if isinstance(provider, dict) and "status_polling_interval" in provider:
+        provider = dict(provider)
+        interval = provider.pop("status_polling_interval")
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise ValueError("provider.status_polling_interval must be an int >= 1 (seconds)")
+        config = {**config, "provider": provider}
+    engine = EngineDispatcher.build_instance(config)
+    if interval is not None:
+        poll_every(engine.executor.provider, interval)
+    return engine
+
+
+def poll_every(provider: Any, seconds: int) -> None:
+    """Make this provider report `seconds` as its status polling interval.
+
+    The providers declare it as a read-only property, read by the executor at each
+    poll; the instance gets a subclass that overrides only that property.
+    """
+    cls = type(provider)
+    body = {"status_polling_interval": property(lambda _: seconds), "__module__": cls.__module__}
+    quick = type(cls.__name__, (cls,), body)
+    provider.__class__ = quick
 
 
 def problem(config: dict[str, Any]) -> str:

@@ -1,0 +1,232 @@
+"""A cluster endpoint of a real daemon on the private Slurm cluster, end to end.
+
+Tasks go through `client.Executor(endpoint_id="hpc")` to the daemon, its engine
+child and Parsl's SlurmProvider, and run in a Slurm job that provider asked for
+(squeue while running, the job-completion log after). A block cancelled under
+running tasks and a daemon killed under them both end with every task done
+once, and a dead daemon leaves nothing queued on the cluster.
+
+The first N // 5 tasks run to the end; the rest are submitted then, each says
+when it runs and waits for a `go` file the test makes once the fault is over:
+the fault always lands on running tasks, in the middle of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.daemon import DaemonProcess
+from tests.support.fixtures import slurm  # noqa: F401
+from tests.support.slurm import SlurmCluster
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 300
+# A block starts in seconds here, several times that on a loaded machine.
+BLOCK_TIMEOUT_S = 120
+
+CLUSTER = """
+[cluster.hpc]
+engine = "GlobusComputeEngine"
+max_workers_per_node = 2
+address = "127.0.0.1"
+heartbeat_period = 1
+heartbeat_threshold = 5
+max_retries_on_system_failure = 1
+job_status_kwargs = {{ strategy_period = 1 }}
+
+[cluster.hpc.provider]
+type = "SlurmProvider"
+partition = "{partition}"
+nodes_per_block = 1
+init_blocks = 1
+min_blocks = 0
+max_blocks = 1
+walltime = "00:05:00"
+status_polling_interval = 1
+worker_init = "export PYTHONPATH={root}"
+"""
+
+
+def slurm_daemon(state: Path, cluster: SlurmCluster) -> DaemonProcess:
+    """A daemon whose `hpc` endpoint asks the private cluster for one block at a time."""
+    state.mkdir()
+    (state / "config.toml").write_text(CLUSTER.format(partition=cluster.partition, root=ROOT))
+    env = cluster.env()
+    return DaemonProcess(
+        state, workers=1, extra_env={"SLURM_CONF": env["SLURM_CONF"], "PATH": env["PATH"]}
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, slurm: SlurmCluster) -> Iterator[DaemonProcess]:  # noqa: F811
+    d = slurm_daemon(tmp_path / "state", slurm)
+    d.start(timeout=120)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def block_ids(cluster: SlurmCluster) -> set[str]:
+    """Jobs in squeue that Parsl's SlurmProvider submitted (its job names start `parsl.`)."""
+    return {job.job_id for job in cluster.squeue_jobs() if job.name.startswith("parsl.")}
+
+
+WHERE = """
+import sys
+from client import Executor
+
+def job_of(x):
+    import os
+    return x, os.environ["SLURM_JOB_ID"]
+
+with Executor(endpoint_id="hpc") as ex:
+    futures = [ex.submit(job_of, i) for i in range(int(sys.argv[1]))]
+    for f in futures:
+        x, job = f.result(timeout=240)
+        print(x, job)
+"""
+
+
+def test_tasks_run_in_the_slurm_job_the_provider_asked_for(
+    daemon: DaemonProcess,
+    slurm: SlurmCluster,  # noqa: F811
+) -> None:
+    out = daemon.run_script(WHERE, "20")
+    assert out.returncode == 0, out.stderr + daemon.log()
+    pairs = [line.split() for line in out.stdout.splitlines()]
+    assert [int(x) for x, _ in pairs] == list(range(20))
+    (job,) = {job for _, job in pairs}
+    running = {j.job_id: j for j in slurm.squeue_jobs()}
+    assert running[job].state == "RUNNING" and running[job].name.startswith("parsl.")
+    assert daemon.stop() == 0
+    assert slurm.wait_until_ended(job).state == "CANCELLED"
+    assert slurm.squeue_jobs() == []
+
+
+SUBMIT = """
+import sys
+from client import Executor
+
+def step(x, marks):
+    import os, pathlib, time
+    time.sleep(0.01)
+    if x >= {fifth}:  # the fault's side: says it runs, then waits until the fault is over
+        marks = pathlib.Path(marks)
+        (marks / f"started-{{x}}").touch()
+        deadline = time.monotonic() + 240
+        while not (marks / "go").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("no go")
+            time.sleep(0.05)
+    return x, os.environ["SLURM_JOB_ID"]
+
+ex = Executor(endpoint_id="hpc")
+futures = [ex.submit(step, i, sys.argv[1]) for i in range({fifth})]
+print(ex.task_group_id, flush=True)
+for f in futures:  # the first fifth done, the block is warm
+    print(*f.result(timeout=300), flush=True)
+print("fifth", flush=True)
+rest = [ex.submit(step, i, sys.argv[1]) for i in range({fifth}, {n})]
+for f in rest:
+    print(*f.result(timeout=300), flush=True)
+print("all", flush=True)
+ex.shutdown()
+""".format(n=N, fifth=N // 5)
+
+REATTACH = """
+import sys
+from client import Executor
+
+with Executor(endpoint_id="hpc", task_group_id=sys.argv[1]) as ex:
+    futures = ex.reload_tasks()
+    for f in futures:
+        x, job = f.result(timeout=240)
+        print(x, job)
+"""
+
+
+def started(marks: Path) -> bool:
+    """Whether a task of the rest has begun running (on a worker of a block)."""
+    return any(marks.glob("started-*"))
+
+
+def read_until(stream: IO[str], line: str) -> list[str]:
+    """Lines of a script's stdout before `line` (which must come)."""
+    seen = []
+    for got in iter(stream.readline, ""):
+        if got == line + "\n":
+            return seen
+        seen.append(got.strip())
+    raise AssertionError(f"{line!r} never came; got {seen[-5:]}")
+
+
+def test_scancel_of_the_running_block_mid_run_every_task_completes_once(
+    daemon: DaemonProcess,
+    slurm: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    run = daemon.popen_script(SUBMIT, str(tmp_path))
+    try:
+        assert run.stdout is not None
+        group_id = run.stdout.readline().strip()
+        before = read_until(run.stdout, "fifth")
+        (first,) = {job for _, job in (line.split() for line in before)}
+        assert first in block_ids(slurm)
+        slurm.wait_for(lambda: started(tmp_path), "a task of the rest to run", BLOCK_TIMEOUT_S)
+        slurm.scancel(first)
+        assert slurm.wait_until_ended(first, BLOCK_TIMEOUT_S).state == "CANCELLED"
+        (tmp_path / "go").touch()
+        after = read_until(run.stdout, "all")
+        assert run.wait(60) == 0, run.stderr.read() if run.stderr else ""
+    finally:
+        run.kill()
+        run.wait()
+    results = [line.split() for line in before + after]
+    assert [int(x) for x, _ in results] == list(range(N)), "each task's result once, in order"
+    later = {job for x, job in results if int(x) >= N // 5}
+    assert later and first not in later  # every task after the cancel ran on a new block
+    again = daemon.run_script(REATTACH, group_id)
+    assert again.returncode == 0, again.stderr
+    assert [int(line.split()[0]) for line in again.stdout.splitlines()] == list(range(N))
+
+
+def test_sigkill_of_the_daemon_mid_run_leaves_nothing_queued_and_every_task_completes(
+    tmp_path: Path,
+    slurm: SlurmCluster,  # noqa: F811
+) -> None:
+    d = slurm_daemon(tmp_path / "state", slurm)
+    d.start(timeout=120)
+    run = d.popen_script(SUBMIT, str(tmp_path))
+    try:
+        assert run.stdout is not None
+        group_id = run.stdout.readline().strip()
+        read_until(run.stdout, "fifth")
+        slurm.wait_for(lambda: started(tmp_path), "a task of the rest to run", BLOCK_TIMEOUT_S)
+        blocks = block_ids(slurm)
+        assert blocks
+        d.kill()
+    finally:
+        run.kill()
+        run.wait()
+    # The engine child gets SIGTERM when the daemon dies and cancels its blocks.
+    for job in blocks:
+        assert slurm.wait_until_ended(job, BLOCK_TIMEOUT_S).state == "CANCELLED"
+    assert block_ids(slurm) == set()
+    (tmp_path / "go").touch()
+    d.start(timeout=120)
+    try:
+        again = d.run_script(REATTACH, group_id)
+        assert again.returncode == 0, again.stderr + d.log()
+        results = [line.split() for line in again.stdout.splitlines()]
+        assert [int(x) for x, _ in results] == list(range(N))
+        assert not blocks & {job for x, job in results if int(x) >= N // 5}
+    finally:
+        d.stop()
+    slurm.wait_for(lambda: not block_ids(slurm), "the restarted daemon's block to end", 60)
