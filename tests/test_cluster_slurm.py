@@ -230,3 +230,19 @@ def test_sigkill_of_the_daemon_mid_run_leaves_nothing_queued_and_every_task_comp
     finally:
         d.stop()
     slurm.wait_for(lambda: not block_ids(slurm), "the restarted daemon's block to end", 60)
+
+
+def test_status_polling_interval_reaches_the_provider_and_a_bad_one_is_refused_by_name() -> None:
+    from parsl.providers import SlurmProvider
+
+    from gateway.upstreams.cluster.engine_child import build_engine, problem
+
+    def table(interval: object) -> dict[str, object]:
+        provider = {"type": "SlurmProvider", "status_polling_interval": interval}
+        return {"type": "GlobusComputeEngine", "address": "127.0.0.1", "provider": provider}
+
+    assert SlurmProvider(partition="x").status_polling_interval == 60  # type: ignore[no-untyped-call]
+    provider = build_engine(table(2)).executor.provider
+    assert isinstance(provider, SlurmProvider) and provider.status_polling_interval == 2
+    for bad in (0, "5", True):
+        assert "provider.status_polling_interval must be an int >= 1" in problem(table(bad))
