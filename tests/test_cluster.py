@@ -22,7 +22,7 @@ from gateway.errors import ConfigError
 from tests.daemon import DaemonProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-N = 200
+N = 1000  # the issue: "in the middle of 1,000 tasks"
 
 CLUSTER = """
 [cluster.testhpc]

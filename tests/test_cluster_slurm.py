@@ -26,7 +26,7 @@ from tests.support.slurm import SlurmCluster
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parent.parent
-N = 300
+N = 1000  # the issue: "in the middle of 1,000 tasks"
 # A block starts in seconds here, several times that on a loaded machine.
 BLOCK_TIMEOUT_S = 120
 
