@@ -112,6 +112,7 @@ def test_tasks_run_in_the_slurm_job_the_provider_asked_for(
 
 SUBMIT = """
 import sys
+import time
 from client import Executor
 
 def step(x, marks):
@@ -134,6 +135,9 @@ for f in futures:  # the first fifth done, the block is warm
     print(*f.result(timeout=300), flush=True)
 print("fifth", flush=True)
 rest = [ex.submit(step, i, sys.argv[1]) for i in range({fifth}, {n})]
+while ex.task_count_submitted < {n}:  # all durable in the daemon: a fault loses none
+    time.sleep(0.05)
+print("accepted", flush=True)
 for f in rest:
     print(*f.result(timeout=300), flush=True)
 print("all", flush=True)
@@ -183,7 +187,8 @@ def test_scancel_of_the_running_block_mid_run_every_task_completes_once(
         slurm.scancel(first)
         assert slurm.wait_until_ended(first, BLOCK_TIMEOUT_S).state == "CANCELLED"
         (tmp_path / "go").touch()
-        after = read_until(run.stdout, "all")
+        accepted = read_until(run.stdout, "accepted")  # results of the first fifth: none
+        after = accepted + read_until(run.stdout, "all")
         assert run.wait(60) == 0, run.stderr.read() if run.stderr else ""
     finally:
         run.kill()
@@ -208,7 +213,7 @@ def test_sigkill_of_the_daemon_mid_run_leaves_nothing_queued_and_every_task_comp
     try:
         assert run.stdout is not None
         group_id = run.stdout.readline().strip()
-        read_until(run.stdout, "fifth")
+        read_until(run.stdout, "accepted")  # all 1,000 accepted, the first fifth done
         slurm.wait_for(lambda: started(tmp_path), "a task of the rest to run", BLOCK_TIMEOUT_S)
         blocks = block_ids(slurm)
         assert blocks
