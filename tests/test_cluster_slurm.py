@@ -13,6 +13,8 @@ the fault always lands on running tasks, in the middle of the run.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -252,3 +254,40 @@ def test_status_polling_interval_reaches_the_provider_and_a_bad_one_is_refused_b
     assert isinstance(provider, SlurmProvider) and provider.status_polling_interval == 2
     for bad in (0, "5", True):
         assert "provider.status_polling_interval must be an int >= 1" in problem(table(bad))
+
+
+def test_sigkill_of_the_engine_child_mid_run_cancels_its_block_and_every_task_completes(
+    tmp_path: Path,
+    slurm: SlurmCluster,  # noqa: F811
+) -> None:
+    """The daemon lives on: the dead child's block ends, a new child asks for its own
+    block, and every accepted task runs once."""
+    from tests.test_cluster import engine_child
+
+    d = slurm_daemon(tmp_path / "state", slurm)
+    d.start(timeout=120)
+    run = d.popen_script(SUBMIT, str(tmp_path))
+    try:
+        assert run.stdout is not None
+        before = read_until(run.stdout, "fifth")
+        (first,) = {job for _, job in (line.split() for line in before[1:])}
+        accepted = read_until(run.stdout, "accepted")
+        slurm.wait_for(lambda: started(tmp_path), "a task of the rest to run", BLOCK_TIMEOUT_S)
+        child = engine_child(d)
+        os.kill(child, signal.SIGKILL)
+        # Its block ends: its workers leave once their interchange is gone (COMPLETED), or
+        # the new child cancels it first (CANCELLED). Either way nothing of it stays queued.
+        ended = slurm.wait_until_ended(first, BLOCK_TIMEOUT_S).state
+        assert ended in ("COMPLETED", "CANCELLED"), ended
+        (tmp_path / "go").touch()
+        after = accepted + read_until(run.stdout, "all")
+        assert run.wait(60) == 0, run.stderr.read() if run.stderr else ""
+        assert engine_child(d) != child
+    finally:
+        run.kill()
+        run.wait()
+        d.stop()
+    results = [line.split() for line in before[1:] + after]
+    assert sorted(int(x) for x, _ in results) == list(range(N))  # each once
+    assert first not in {job for x, job in results if int(x) >= N // 5}
+    slurm.wait_for(lambda: not block_ids(slurm), "the daemon's blocks to end", 60)
