@@ -38,7 +38,7 @@ engine = "GlobusComputeEngine"
 max_workers_per_node = 2
 address = "127.0.0.1"
 heartbeat_period = 1
-heartbeat_threshold = 5
+heartbeat_threshold = {threshold}
 max_retries_on_system_failure = 1
 job_status_kwargs = {{ strategy_period = 1 }}
 
@@ -55,10 +55,14 @@ worker_init = "export PYTHONPATH={root}"
 """
 
 
-def slurm_daemon(state: Path, cluster: SlurmCluster) -> DaemonProcess:
-    """A daemon whose `hpc` endpoint asks the private cluster for one block at a time."""
+def slurm_daemon(state: Path, cluster: SlurmCluster, threshold: int = 5) -> DaemonProcess:
+    """A daemon whose `hpc` endpoint asks the private cluster for one block at a time.
+
+    `threshold`: seconds a block's workers wait for a silent interchange before they
+    leave (and the engine waits for silent workers before it calls them lost)."""
     state.mkdir()
-    (state / "config.toml").write_text(CLUSTER.format(partition=cluster.partition, root=ROOT))
+    config = CLUSTER.format(partition=cluster.partition, root=ROOT, threshold=threshold)
+    (state / "config.toml").write_text(config)
     env = cluster.env()
     return DaemonProcess(
         state, workers=1, extra_env={"SLURM_CONF": env["SLURM_CONF"], "PATH": env["PATH"]}
@@ -260,11 +264,14 @@ def test_sigkill_of_the_engine_child_mid_run_cancels_its_block_and_every_task_co
     tmp_path: Path,
     slurm: SlurmCluster,  # noqa: F811
 ) -> None:
-    """The daemon lives on: the dead child's block ends, a new child asks for its own
-    block, and every accepted task runs once."""
+    """The daemon lives on: the new child scancels the dead child's block, asks for a
+    block of its own, and every accepted task runs once.
+
+    The block's workers would wait 600 s for their dead interchange before leaving
+    (COMPLETED): CANCELLED can only come from the new child's cancel by job id."""
     from tests.test_cluster import engine_child
 
-    d = slurm_daemon(tmp_path / "state", slurm)
+    d = slurm_daemon(tmp_path / "state", slurm, threshold=600)
     d.start(timeout=120)
     run = d.popen_script(SUBMIT, str(tmp_path))
     try:
@@ -275,19 +282,99 @@ def test_sigkill_of_the_engine_child_mid_run_cancels_its_block_and_every_task_co
         slurm.wait_for(lambda: started(tmp_path), "a task of the rest to run", BLOCK_TIMEOUT_S)
         child = engine_child(d)
         os.kill(child, signal.SIGKILL)
-        # Its block ends: its workers leave once their interchange is gone (COMPLETED), or
-        # the new child cancels it first (CANCELLED). Either way nothing of it stays queued.
-        ended = slurm.wait_until_ended(first, BLOCK_TIMEOUT_S).state
-        assert ended in ("COMPLETED", "CANCELLED"), ended
+        assert slurm.wait_until_ended(first, BLOCK_TIMEOUT_S).state == "CANCELLED"
+        assert engine_child(d) != child
         (tmp_path / "go").touch()
         after = accepted + read_until(run.stdout, "all")
         assert run.wait(60) == 0, run.stderr.read() if run.stderr else ""
-        assert engine_child(d) != child
     finally:
         run.kill()
         run.wait()
         d.stop()
+    assert "cancelled the blocks of a previous child: " + first in d.log()
     results = [line.split() for line in before[1:] + after]
     assert sorted(int(x) for x, _ in results) == list(range(N))  # each once
     assert first not in {job for x, job in results if int(x) >= N // 5}
     slurm.wait_for(lambda: not block_ids(slurm), "the daemon's blocks to end", 60)
+
+
+MPI_CLUSTER = """
+[cluster.mpi]
+engine = "GlobusMPIEngine"
+mpi_launcher = "srun"
+max_workers_per_block = 1
+address = "127.0.0.1"
+heartbeat_period = 1
+heartbeat_threshold = 5
+
+[cluster.mpi.provider]
+type = "SlurmProvider"
+partition = "{partition}"
+nodes_per_block = 1
+init_blocks = 1
+min_blocks = 0
+max_blocks = 1
+walltime = "00:05:00"
+status_polling_interval = 1
+worker_init = "export PYTHONPATH={root}"
+launcher = {{ type = "SimpleLauncher" }}
+"""
+
+MPI_RANKS = """
+import json
+from client import Executor, MPIFunction
+
+# Quoted: each rank's own shell expands the variables, not the worker's.
+ranks = MPIFunction("sh -c 'echo rank=$SLURM_PROCID of=$SLURM_NTASKS job=$SLURM_JOB_ID'")
+with Executor(endpoint_id="mpi") as ex:
+    ex.resource_specification = {"num_nodes": 1, "ranks_per_node": 2}
+    two = ex.submit(ranks)
+    ex.resource_specification = {"num_nodes": 1, "ranks_per_node": 1}
+    one = ex.submit(ranks)
+    ex.resource_specification = {}
+    none = ex.submit(ranks)
+    for f in (two, one):
+        r = f.result(timeout=240)
+        print(json.dumps({"returncode": r.returncode, "lines": sorted(r.stdout.splitlines())}))
+    try:
+        none.result(timeout=240)
+    except Exception as exc:
+        print(json.dumps({"error": type(exc).__name__, "text": str(exc)[-400:]}))
+"""
+
+
+def test_mpi_function_runs_ranks_under_srun_in_the_block_with_its_resource_specification(
+    tmp_path: Path,
+    slurm: SlurmCluster,  # noqa: F811
+) -> None:
+    """GlobusMPIEngine: resource_specification decides how many ranks srun starts, inside
+    the block fxgate's provider asked for; without one the engine refuses the task.
+
+    srun, not mpiexec: Parsl composes mpiexec's options in MPICH's dialect (-ppn,
+    -hosts), which Debian's Open MPI refuses; srun is what a Slurm site uses."""
+    import json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "config.toml").write_text(MPI_CLUSTER.format(partition=slurm.partition, root=ROOT))
+    env = slurm.env()
+    d = DaemonProcess(
+        state, workers=1, extra_env={"SLURM_CONF": env["SLURM_CONF"], "PATH": env["PATH"]}
+    )
+    d.start(timeout=120)
+    try:
+        out = d.run_script(MPI_RANKS)
+        assert out.returncode == 0, out.stderr + d.log()
+        two, one, none = (json.loads(line) for line in out.stdout.splitlines())
+        (block,) = block_ids(slurm)
+        assert two == {
+            "returncode": 0,
+            "lines": [f"rank=0 of=2 job={block}", f"rank=1 of=2 job={block}"],
+        }
+        assert one == {"returncode": 0, "lines": [f"rank=0 of=1 job={block}"]}
+        # As from a real endpoint: the engine's refusal comes back as the task's failure.
+        assert none["error"] == "TaskExecutionFailed", none
+        assert "MPI mode requires" in none["text"], none
+    finally:
+        assert d.stop() == 0
+    slurm.wait_for(lambda: not block_ids(slurm), "the MPI block to end", 60)

@@ -136,24 +136,30 @@ def status(engine: Any) -> dict[str, Any]:
 def cancel_orphans(engine: Any, job_ids: Sequence[str]) -> None:
     """Cancel the blocks a previous child asked for and could not cancel (it was killed).
 
-    The provider cancels by scheduler job id (scancel, qdel); LocalProvider only
-    cancels what it launched itself, so it is told of the old ones (their pid).
+    The provider cancels by scheduler job id (scancel, qdel; LocalProvider: the
+    pid). Providers keep a record of each job they submitted and update it on
+    cancel, so the old ids are recorded for the call and forgotten after it: this
+    child's status polls must not count them as its own.
     """
     if not job_ids:
         return
     provider = engine.executor.provider
-    told = []
-    if type(provider).__name__ == "LocalProvider":
-        told = [job for job in job_ids if job not in provider.resources]
-        for job in told:
-            provider.resources[job] = {"job_id": job, "remote_pid": int(job)}
+    told = [job for job in job_ids if job not in provider.resources]
+    for job in told:
+        provider.resources[job] = {"job_id": job, "status": None, "remote_pid": _pid(job)}
     try:
         provider.cancel(list(job_ids))
     except Exception as exc:  # noqa: BLE001 - left to their walltime or heartbeat
         log.warning("could not cancel the blocks of a previous child %s: %r", job_ids, exc)
+    else:
+        log.warning("cancelled the blocks of a previous child: %s", " ".join(job_ids))
     finally:
-        for job in told:  # not its own: its status polls must not see them
+        for job in told:
             provider.resources.pop(job, None)
+
+
+def _pid(job: str) -> int | None:
+    return int(job) if job.isdigit() else None
 
 
 class Child:
