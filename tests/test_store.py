@@ -382,3 +382,21 @@ def test_results_of_tasks_known_as_submitted_are_checked_by_their_state(store: S
     }
     stored = {e.task_id: e for e in store.tasks(ids)}
     assert stored[ids[0]].state == TaskState.SUCCESS and stored[ids[0]].seq == first[0].seq
+
+
+def test_results_of_tasks_known_as_accepted_move_the_counts_out_of_accepted(store: Store) -> None:
+    """A cluster endpoint names its tasks in flight as ACCEPTED in their group: finished
+    without a lookup, counted out of ACCEPTED; a wrong claim is looked up as any other."""
+    g = group()
+    ids = store.accept(g, [NewTask("f", "p")] * 3, str(uuid.uuid4()), []).result()
+    store.mark_submitted({ids[2]: str(uuid.uuid4())}, g.id).result()
+
+    def known(task_id: str) -> Completion:
+        was = TaskState.ACCEPTED
+        return Completion(TaskState.SUCCESS, "r", task_id=task_id, group_id=g.id, was=was)
+    events, unknown = store.complete([known(ids[0]), known(ids[2])]).result()
+    assert [e.task_id for e in events] == [ids[0], ids[2]] and unknown == []
+    again, _ = store.complete([known(ids[0])]).result()  # a duplicate changes nothing
+    assert again == []
+    assert store.state_counts() == {TaskState.ACCEPTED: 1, TaskState.SUCCESS: 2}
+    assert (store.state_counts(), store.group_count()) == truth(store)

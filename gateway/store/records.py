@@ -101,10 +101,12 @@ class Completion:
     error_message: str = ""
     exception: str = ""
     completed_at: float | None = None
-    # Set, with task_id, by an upstream that knows the task is SUBMITTED in this
-    # group (the Globus upstream's task-id map): the store then finishes it
-    # without looking it up, on the condition that it is still SUBMITTED.
+    # Set, with task_id, by an upstream that knows the task is in state `was` in
+    # this group (the Globus upstream's task-id map: SUBMITTED; a cluster endpoint's
+    # tasks in flight: ACCEPTED): the store then finishes it without looking it up,
+    # on the condition that it is still in that state.
     group_id: str | None = None
+    was: TaskState = TaskState.SUBMITTED
 
 
 @dataclass(slots=True)

@@ -96,16 +96,30 @@ COMPLETE_SQL = (
     .where(TASKS.c.id == bindparam("b_id"))
     .values(**binds(*COMPLETE_COLUMNS[:-1]), payload=null())
 )
-# The same for a task an upstream named as SUBMITTED in a known group: the
-# condition on its state makes that claim exact (a task already finished, or
+# The same for a task an upstream named as in a state (b_was) in a known group:
+# the condition on its state makes that claim exact (a task already finished, or
 # released, is not changed; complete() then looks at it the ordinary way).
-COMPLETE_SUBMITTED_SQL = COMPLETE_SQL.where(
-    TASKS.c.state == literal_column(str(int(TaskState.SUBMITTED)))
-)
+COMPLETE_KNOWN_COLUMNS = (*COMPLETE_COLUMNS, "b_was")
+COMPLETE_KNOWN_SQL = COMPLETE_SQL.where(TASKS.c.state == bindparam("b_was"))
 # What complete() reads of a task to match a completion to it, and the same
 # as a tuple: unpacked by name, as Row attribute access costs ~1 us a field
 # (it doubled the time of complete() for 10,000 results).
 MATCH_COLUMNS = (TASKS.c.id, TASKS.c.group_id, TASKS.c.state, TASKS.c.upstream_task_id)
+MATCH_BY_ID_SQL = select(*MATCH_COLUMNS).where(TASKS.c.id.in_(bindparam("b_ids", expanding=True)))
+MATCH_BY_UPSTREAM_ID_SQL = select(*MATCH_COLUMNS).where(
+    TASKS.c.upstream_task_id.in_(bindparam("b_ids", expanding=True))
+)
+# The lookups of every accept, built once: a statement built per call costs more in
+# SQLAlchemy than SQLite takes to run it, which one task at a time pays in full.
+RETRY_OF_SQL = select(TASKS.c.id).where(TASKS.c.submit_key == bindparam("b_key"))
+# A group's upstream, marking it used now: one statement where a lookup and an
+# update were two.
+TOUCH_GROUP_SQL = (
+    update(GROUPS)
+    .where(GROUPS.c.id == bindparam("b_id"))
+    .values(updated_at=bindparam("b_now"))
+    .returning(GROUPS.c.upstream)
+)
 # An event's fields, read in C (map) when complete() counts by state and upstream.
 GROUP_OF = attrgetter("group_id")
 STATE_OF = attrgetter("state")
@@ -145,13 +159,13 @@ def accept(
     stored_keys: option keys known to be committed (the store-writer's own set)."""
     conn = tx.conn
     keys = [f"{submit_id}:{i}" for i in range(len(tasks))]
-    first = conn.execute(select(TASKS.c.id).where(TASKS.c.submit_key == keys[0])).scalar()
+    first = conn.execute(RETRY_OF_SQL, {"b_key": keys[0]}).scalar()
     if first is not None:  # a retry of a batch committed before
         return _retried(tx, group, tasks, submit_id, keys, options[0])
     now = time.time()
     options_key = _store_options(tx, *options, now, stored_keys)
     tx.count((group.upstream, TaskState.ACCEPTED), len(tasks))
-    known = conn.execute(select(GROUPS.c.upstream).where(GROUPS.c.id == group.id)).scalar()
+    known = conn.execute(TOUCH_GROUP_SQL, {"b_id": group.id, "b_now": now}).scalar()
     if known is not None and known != group.upstream:
         raise InvalidRequest(
             f"task group {group.id} belongs to the {known} upstream; endpoint "
@@ -170,8 +184,6 @@ def accept(
                 label=group.label or None,
             )
         )
-    else:
-        conn.execute(update(GROUPS).where(GROUPS.c.id == group.id).values(updated_at=now))
     ids = AcceptedIds(str(uuid.uuid4()) for _ in tasks)
     accepted = int(TaskState.ACCEPTED)
     tx.executemany(
@@ -252,11 +264,11 @@ def _matching_rows(
     by_id: dict[str, Match] = {}
     by_upstream: dict[str, Match] = {}
     for part in chunks([c.task_id for c in completions if c.task_id]):
-        rows = tx.conn.execute(select(*MATCH_COLUMNS).where(TASKS.c.id.in_(part)))
+        rows = tx.conn.execute(MATCH_BY_ID_SQL, {"b_ids": part})
         by_id.update((task_id, (task_id, g, s, u)) for task_id, g, s, u in rows)
     wanted = [c.upstream_task_id for c in completions if not c.task_id and c.upstream_task_id]
     for part in chunks(wanted):
-        rows = tx.conn.execute(select(*MATCH_COLUMNS).where(TASKS.c.upstream_task_id.in_(part)))
+        rows = tx.conn.execute(MATCH_BY_UPSTREAM_ID_SQL, {"b_ids": part})
         by_upstream.update((u, (task_id, g, s, u)) for task_id, g, s, u in rows)
     return by_id, by_upstream
 
@@ -269,13 +281,12 @@ def complete(
     events: list[TaskEvent] = []
     known = [c for c in completions if c.task_id and c.group_id]
     rest = [c for c in completions if not (c.task_id and c.group_id)]
+    left: Counter[tuple[str, int]] = Counter()  # (group id, state) the finished tasks left
     if known:
-        rest += _complete_submitted(tx, known, now, events)
-    were_submitted = len(events)  # the first events left SUBMITTED
-    left: Counter[tuple[str, int]] = Counter()  # (group id, state) the looked-up ones left
+        rest += _complete_known(tx, known, now, events, left)
     unknown = _complete_looked_up(tx, rest, now, events, left) if rest else []
     if events:
-        _count_moves(tx, groups, events, were_submitted, left)
+        _count_moves(tx, groups, events, left)
     return events, unknown
 
 
@@ -283,8 +294,7 @@ def _count_moves(
     tx: Transaction,
     groups: GroupUpstreams,
     events: list[TaskEvent],
-    were_submitted: int,
-    looked_up: Counter[tuple[str, int]],
+    left: Counter[tuple[str, int]],
 ) -> None:
     """Count finished tasks out of the states they left and into their new ones, under
     their groups' upstream; per event only when one call finished several upstreams' tasks.
@@ -296,13 +306,11 @@ def _count_moves(
     names = set(upstream.values())
     if len(names) == 1:
         name = names.pop()
-        tx.count((name, TaskState.SUBMITTED), -were_submitted)
-        for (_, state), n in looked_up.items():
+        for (_, state), n in left.items():
             tx.count((name, TaskState(state)), -n)
         for state, n in Counter(map(STATE_OF, events)).items():
             tx.count((name, state), n)
         return
-    left = looked_up + Counter((e.group_id, TaskState.SUBMITTED) for e in events[:were_submitted])
     for (group_id, state), n in left.items():
         tx.count((upstream[group_id], TaskState(state)), -n)
     for (group_id, state), n in Counter(map(GROUP_AND_STATE_OF, events)).items():
@@ -332,10 +340,14 @@ def _rows(events: Sequence[TaskEvent]) -> list[tuple[object, ...]]:
     ]
 
 
-def _complete_submitted(
-    tx: Transaction, known: Sequence[Completion], now: float, events: list[TaskEvent]
+def _complete_known(
+    tx: Transaction,
+    known: Sequence[Completion],
+    now: float,
+    events: list[TaskEvent],
+    left: Counter[tuple[str, int]],
 ) -> list[Completion]:
-    """Finish tasks an upstream named as SUBMITTED in a group, without a lookup.
+    """Finish tasks an upstream named as in a state (`was`) in a group, without a lookup.
 
     One executemany whose condition on the state checks the upstream's claim;
     when it changed fewer rows than it was given (a duplicate result, a
@@ -344,18 +356,22 @@ def _complete_submitted(
     left unused: the completion order has gaps, never repeats.
     """
     mine = [_event(c, c.task_id or "", c.group_id or "", now, tx.next_seq()) for c in known]
-    changed = tx.executemany(COMPLETE_SUBMITTED_SQL, COMPLETE_COLUMNS, _rows(mine))
+    rows = [row + (int(c.was),) for row, c in zip(_rows(mine), known, strict=True)]
+    changed = tx.executemany(COMPLETE_KNOWN_SQL, COMPLETE_KNOWN_COLUMNS, rows)
+    done = [True] * len(mine)
     if changed != len(mine):
         seqs: dict[str, int | None] = {}
         for part in chunks([e.task_id for e in mine]):
-            rows = tx.conn.execute(select(TASKS.c.id, TASKS.c.seq).where(TASKS.c.id.in_(part)))
-            seqs.update((task_id, seq) for task_id, seq in rows)
+            found = tx.conn.execute(select(TASKS.c.id, TASKS.c.seq).where(TASKS.c.id.in_(part)))
+            seqs.update((task_id, seq) for task_id, seq in found)
         done = [seqs.get(e.task_id) == e.seq for e in mine]
-        missed = [replace(c, group_id=None) for c, ok in zip(known, done, strict=True) if not ok]
-        mine = [e for e, ok in zip(mine, done, strict=True) if ok]
-    else:
-        missed = []
-    events += mine
+    missed = []
+    for c, e, ok in zip(known, mine, done, strict=True):
+        if ok:
+            events.append(e)
+            left[(e.group_id, c.was)] += 1
+        else:
+            missed.append(replace(c, group_id=None))
     return missed
 
 

@@ -129,8 +129,11 @@ def lost_worker(c: Completion) -> Completion:
     return c
 
 
-def completion(task_id: str, body: bytes) -> Completion:
-    """A finished task from the packed Result the engine returned, never unpickled."""
+def completion(task_id: str, body: bytes, sent: PendingTask | None = None) -> Completion:
+    """A finished task from the packed Result the engine returned, never unpickled.
+
+    `sent`: the task as it was handed to the engine; its group and state let the
+    store finish it without looking it up."""
     found, problem = decode(body, None)
     if found is None:
         message = f"the engine returned an unusable result: {problem}"
@@ -141,7 +144,10 @@ def completion(task_id: str, body: bytes) -> Completion:
             error_code="BadResult",
             error_message=message,
         )
-    return lost_worker(dataclasses.replace(found, task_id=task_id, upstream_task_id=None))
+    found = dataclasses.replace(found, task_id=task_id, upstream_task_id=None)
+    if sent is not None:
+        found = dataclasses.replace(found, group_id=sent.group_id, was=sent.state)
+    return lost_worker(found)
 
 
 @dataclass(eq=False)
@@ -439,13 +445,15 @@ class ClusterUpstream:
     def _message(self, child: _Child, message: dict[str, Any]) -> list[Completion]:
         kind = message["t"]
         if kind == "results":
-            done = [completion(tid, base64.b64decode(body)) for tid, body in message["results"]]
+            results = message["results"]
             with self._cond:
-                for c in done:
-                    self._inflight.pop(str(c.task_id), None)
+                sent = [self._inflight.pop(tid, None) for tid, _ in results]
                 if self._queue and self._low():
                     self._cond.notify_all()
-            return done
+            return [
+                completion(tid, base64.b64decode(body), t)
+                for (tid, body), t in zip(results, sent, strict=True)
+            ]
         with self._cond:
             if kind == "status":
                 self._status = message
