@@ -24,6 +24,7 @@ from fxgate_contract.states import CancelOutcome, TaskState
 from gateway.errors import Conflict
 from gateway.store.records import Completion, TaskEvent
 from gateway.upstreams.base import Interruptible
+from gateway.upstreams.cluster.upstream import ClusterUpstream
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
@@ -97,13 +98,7 @@ def _cancel_on(
         reason = "handed to its worker or service already; not_started_only leaves it running"
         return results + _left_running(gw, rest, reason)
     if not isinstance(upstream, Interruptible):
-        reason = f"the {name} upstream cannot stop a task it was handed" + (
-            " (the Globus Compute web service has no cancel): it runs, or waits, at its "
-            "endpoint, and its result will still arrive"
-            if name == "globus"
-            else ""
-        )
-        return results + _left_running(gw, rest, reason)
+        return results + _left_running(gw, rest, _cannot_stop(name, upstream))
     try:
         stopped = upstream.stop_running(rest).result(timeout=STOP_WAIT_S)
     except FutureTimeout:
@@ -131,6 +126,23 @@ def _cancel_on(
             for t in left
         ]
     return results + _left_running(gw, left, "its upstream did not stop it")
+
+
+def _cannot_stop(name: str, upstream: object) -> str:
+    """Why an upstream leaves a task it was handed to run, and what happens to it."""
+    if isinstance(upstream, ClusterUpstream):
+        return (
+            f"cluster endpoint {name}: Globus Compute's engine cannot withdraw a task it "
+            "holds (HTEX has no cancel); it runs, or waits at the engine's interchange, "
+            "and its result will still arrive"
+        )
+    reason = f"the {name} upstream cannot stop a task it was handed"
+    if name == "globus":
+        reason += (
+            " (the Globus Compute web service has no cancel): it runs, or waits, at its "
+            "endpoint, and its result will still arrive"
+        )
+    return reason
 
 
 def _store_withdrawn(gw: Gateway, task_ids: set[str]) -> list[CancelResult]:

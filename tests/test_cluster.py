@@ -320,3 +320,66 @@ def test_a_task_lost_with_its_node_fails_as_worker_lost_with_the_engines_text() 
         None, task_id, begin, [raised(KeyError("x"))]
     )
     assert completion(str(task_id), messagepack.pack(user)).error_code == "RemoteExecutionError"
+
+
+CANCEL = """
+import json, pathlib, sys, time
+from concurrent.futures import CancelledError
+from client import Client, Executor
+
+def hold(marks, x):
+    import pathlib, time
+    marks = pathlib.Path(marks)
+    (marks / f"started-{x}").touch()
+    while not (marks / "go").exists():
+        time.sleep(0.05)
+    return x
+
+marks = pathlib.Path(sys.argv[1])
+with Executor(endpoint_id="testhpc") as ex:
+    held = [ex.submit(hold, str(marks), x) for x in (0, 1)]  # one at each of the 2 workers
+    while len(list(marks.glob("started-*"))) < 2:
+        time.sleep(0.05)
+    queued = [ex.submit(hold, str(marks), x) for x in (2, 3, 4)]
+    while ex.task_count_submitted < 5:
+        time.sleep(0.05)
+    outcomes = Client().cancel_outcomes([f.task_id for f in held + queued])
+    (marks / "go").touch()
+    print(json.dumps([[o["outcome"], o["message"]] for o in outcomes]))
+    print(json.dumps([f.result(timeout=60) for f in held]))
+    print(json.dumps([f.cancelled() for f in queued]))
+    for f in queued:
+        try:
+            f.result(timeout=60)
+        except CancelledError:
+            pass
+"""
+
+
+def test_cancel_withdraws_tasks_fxgate_still_queues_and_says_why_the_engines_run_on(
+    tmp_path: Path,
+) -> None:
+    """With queue_at_engine = 0, tasks beyond the workers wait in fxgate, where a cancel
+    withdraws them; the engine cannot withdraw what it holds, and the answer says so."""
+    import json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    config_text = CLUSTER.format(retries=0, root=ROOT).replace(
+        '[cluster.testhpc]\n', "[cluster.testhpc]\nqueue_at_engine = 0\n"
+    )
+    (state / "config.toml").write_text(config_text)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    d = DaemonProcess(state, workers=1)
+    d.start(timeout=120)
+    try:
+        out = d.run_script(CANCEL, str(marks))
+        assert out.returncode == 0, out.stderr + d.log()
+        outcomes, held, queued = (json.loads(line) for line in out.stdout.splitlines())
+    finally:
+        d.stop()
+    assert [o for o, _ in outcomes] == ["running_cannot_stop"] * 2 + ["cancelled"] * 3
+    assert "cannot withdraw a task it holds" in outcomes[0][1]
+    assert held == [0, 1] and queued == [True, True, True]
+    assert sorted(p.name for p in marks.glob("started-*")) == ["started-0", "started-1"]
