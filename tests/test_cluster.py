@@ -366,7 +366,7 @@ def test_cancel_withdraws_tasks_fxgate_still_queues_and_says_why_the_engines_run
     state = tmp_path / "state"
     state.mkdir()
     config_text = CLUSTER.format(retries=0, root=ROOT).replace(
-        '[cluster.testhpc]\n', "[cluster.testhpc]\nqueue_at_engine = 0\n"
+        "[cluster.testhpc]\n", "[cluster.testhpc]\nqueue_at_engine = 0\n"
     )
     (state / "config.toml").write_text(config_text)
     marks = tmp_path / "marks"

@@ -394,6 +394,7 @@ def test_results_of_tasks_known_as_accepted_move_the_counts_out_of_accepted(stor
     def known(task_id: str) -> Completion:
         was = TaskState.ACCEPTED
         return Completion(TaskState.SUCCESS, "r", task_id=task_id, group_id=g.id, was=was)
+
     events, unknown = store.complete([known(ids[0]), known(ids[2])]).result()
     assert [e.task_id for e in events] == [ids[0], ids[2]] and unknown == []
     again, _ = store.complete([known(ids[0])]).result()  # a duplicate changes nothing
