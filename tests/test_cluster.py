@@ -176,7 +176,13 @@ print(len(futures), sum(results))
 """
 
 
+# Engine start-up (interchange, workers) takes 12-20 s on a quiet 2-core machine and
+# several times that under load; a fault test waits for two starts.
+SLOW_START = pytest.mark.timeout(600)
+
+
 @pytest.mark.cluster
+@SLOW_START
 def test_sigkill_of_the_engine_child_mid_run_every_task_completes_once(
     daemon: DaemonProcess,
 ) -> None:
@@ -196,6 +202,7 @@ def test_sigkill_of_the_engine_child_mid_run_every_task_completes_once(
 
 
 @pytest.mark.cluster
+@SLOW_START
 def test_sigkill_of_the_daemon_mid_run_leaves_no_engine_and_every_task_completes(
     tmp_path: Path,
 ) -> None:

@@ -25,7 +25,8 @@ from tests.daemon import DaemonProcess
 from tests.support.fixtures import slurm  # noqa: F401
 from tests.support.slurm import SlurmCluster
 
-pytestmark = pytest.mark.cluster
+# Block and engine start-ups take seconds each here, several times that under load.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 1000  # the issue: "in the middle of 1,000 tasks"
