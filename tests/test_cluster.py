@@ -20,6 +20,8 @@ import pytest
 from gateway import config
 from gateway.errors import ConfigError
 from tests.daemon import DaemonProcess
+from tests.support.fake_globus import FakeGlobus
+from tests.support.fixtures import fake_globus, rabbit  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 1000  # the issue: "in the middle of 1,000 tasks"
@@ -390,3 +392,81 @@ def test_cancel_withdraws_tasks_fxgate_still_queues_and_says_why_the_engines_run
     assert "cannot withdraw a task it holds" in outcomes[0][1]
     assert held == [0, 1] and queued == [True, True, True]
     assert sorted(p.name for p in marks.glob("started-*")) == ["started-0", "started-1"]
+
+
+TWO_CLUSTERS = """
+[cluster.{name}]
+engine = "GlobusComputeEngine"
+max_workers_per_node = 1
+address = "127.0.0.1"
+
+[cluster.{name}.provider]
+type = "LocalProvider"
+init_blocks = 1
+min_blocks = 0
+max_blocks = 1
+worker_init = "export PYTHONPATH={root} FXGATE_TEST_WHERE={name}"
+"""
+
+EVERYWHERE = """
+import json, sys
+from client import Client, Executor
+
+def where(x):
+    import os
+    return x, os.environ.get("FXGATE_TEST_WHERE", "")
+
+endpoints = ["one", "two", "local", sys.argv[1]]
+executors = {e: Executor(endpoint_id=e) for e in endpoints}
+futures = {e: [ex.submit(where, i) for i in range(50)] for e, ex in executors.items()}
+results = {e: [f.result(timeout=300) for f in fs] for e, fs in futures.items()}
+print(json.dumps({e: sorted({w for _, w in rs}) for e, rs in results.items()}))
+print(json.dumps({e: sum(x for x, _ in rs) for e, rs in results.items()}))
+print(json.dumps(sorted(e["name"] for e in Client().get_endpoints())))
+for ex in executors.values():
+    ex.shutdown()
+"""
+
+
+@pytest.mark.cluster
+@SLOW_START
+def test_two_cluster_endpoints_run_beside_the_local_pool_and_the_globus_upstream(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One daemon, four upstreams at once: each cluster endpoint's tasks run in its own
+    engine's workers, and `fxgate status` describes both clusters."""
+    import json
+
+    endpoint_dir = tmp_path / "endpoint"  # the fake endpoint runs tasks in this process
+    endpoint_dir.mkdir()
+    monkeypatch.chdir(endpoint_dir)
+    fake: FakeGlobus = request.getfixturevalue("fake_globus")
+    state = tmp_path / "state"
+    state.mkdir()
+    config_text = "".join(TWO_CLUSTERS.format(name=n, root=ROOT) for n in ("one", "two"))
+    (state / "config.toml").write_text(config_text)
+    d = DaemonProcess(state, workers=1, extra_env=fake.daemon_env())
+    d.start(timeout=120)
+    try:
+        out = d.run_script(EVERYWHERE, fake.endpoint_id)
+        assert out.returncode == 0, out.stderr + d.log()
+        where, sums, listed = (json.loads(line) for line in out.stdout.splitlines())
+        status = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "status"],
+            capture_output=True,
+            text=True,
+            env=d.env,
+            cwd=ROOT,
+        )
+    finally:
+        d.stop()
+    assert where == {"one": ["one"], "two": ["two"], "local": [""], fake.endpoint_id: [""]}
+    assert set(sums.values()) == {sum(range(50))}
+    assert {"one", "two"} <= set(listed)
+    for name in ("one", "two"):
+        line = next(
+            x for x in status.stdout.splitlines() if f"cluster {name}" in x or f"{name}:" in x
+        )
+        assert "GlobusComputeEngine, LocalProvider" in line and "workers" in line, status.stdout
+        # every result is in: the daemon's own count, not the engine's last report
+        assert "0 tasks at the engine (0 waiting for a worker)" in line, line

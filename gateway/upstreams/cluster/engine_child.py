@@ -103,7 +103,9 @@ def problem(config: dict[str, Any]) -> str:
 
 
 def status(engine: Any) -> dict[str, Any]:
-    """What the engine can say cheaply: blocks by state, workers, tasks queued and running."""
+    """What the engine can say cheaply: blocks by state, workers (idle), room for tasks.
+
+    (How many tasks it holds the daemon counts itself, exactly.)"""
     executor = engine.executor
     managers = engine.get_connected_managers()
     blocks: dict[str, int] = {}
@@ -113,8 +115,6 @@ def status(engine: Any) -> dict[str, Any]:
         if not job.terminal and block_id in executor.blocks_to_job_id:
             jobs.append(str(executor.blocks_to_job_id[block_id]))
     workers = sum(int(m["worker_count"]) for m in managers)
-    at_managers = sum(int(m["tasks"]) for m in managers)
-    outstanding = int(executor.outstanding())
     prefetch = int(executor.prefetch_capacity or 0)
     return {
         "t": "status",
@@ -122,8 +122,6 @@ def status(engine: Any) -> dict[str, Any]:
         "managers": len(managers),
         "workers": workers,
         "idle_workers": sum(max(0, int(m["worker_count"]) - int(m["tasks"])) for m in managers),
-        "queued": max(0, outstanding - at_managers),  # waiting at the interchange
-        "outstanding": outstanding,
         # Tasks the engine can take now without a queue of its own: fxgate keeps the
         # rest, so that they can still be cancelled (HTEX cannot withdraw a task).
         "capacity": workers + prefetch * len(managers),

@@ -223,29 +223,36 @@ class ClusterUpstream:
     def describe(self) -> str:
         with self._cond:
             s, state = self._status, self._state
-            queued, sent = len(self._queue), len(self._inflight)
+            queued, at_engine = len(self._queue), len(self._inflight)
         head = f"endpoint {self.endpoint_id}: {state}"
         if not s:
-            return f"{head}; {sent} tasks at the engine, {queued} queued in fxgate"
+            return f"{head}; {at_engine} tasks at the engine, {queued} queued in fxgate"
         blocks = ", ".join(f"{n} {k.lower()}" for k, n in sorted(s["blocks"].items())) or "none"
         return (
             f"{head} ({s['engine']}, {s['provider']}); blocks: {blocks}; "
             f"{s['workers']} workers ({s['idle_workers']} idle) on {s['managers']} nodes; "
-            f"{s['queued']} tasks queued at the engine, {s['outstanding']} outstanding; "
-            f"{queued} queued in fxgate"
+            f"{at_engine} tasks at the engine ({self._waiting(s, at_engine)} waiting for a "
+            f"worker), {queued} queued in fxgate"
         )
 
     def load(self) -> dict[str, int]:
         """Workers and tasks in the fields of the web service's endpoint status details."""
         with self._cond:
-            s, queued = self._status, len(self._queue)
+            s, queued, at_engine = self._status, len(self._queue), len(self._inflight)
         return {
             "total_workers": int(s.get("workers", 0)),
             "idle_workers": int(s.get("idle_workers", 0)),
-            "pending_tasks": queued + int(s.get("queued", 0)),
-            "outstanding_tasks": queued + int(s.get("outstanding", 0)),
+            "pending_tasks": queued + self._waiting(s, at_engine),
+            "outstanding_tasks": queued + at_engine,
             "managers": int(s.get("managers", 0)),
         }
+
+    @staticmethod
+    def _waiting(status: dict[str, Any], at_engine: int) -> int:
+        """Tasks at the engine that no worker runs: the daemon's exact count of tasks handed
+        over, less the workers busy at the engine's last report (at most a second old)."""
+        busy = int(status.get("workers", 0)) - int(status.get("idle_workers", 0))
+        return max(0, at_engine - busy)
 
     # ---------------------------------------------------------- supervise
     def _supervise(self) -> None:
