@@ -7,7 +7,12 @@ tasks one at a time with warm workers, submit to result. The last row is the
 same engine and provider driven directly, without fxgate (bench/cluster_direct.py):
 the engine's own limit, measured in the same run after the daemon stopped.
 
-Run:  python bench/cluster.py [--burst 2000] [--serial 300]
+CPU: what the daemon, the engine child and the client script spend per task
+during the burst, read from /proc: the daemon's share is the price of
+durability (every task committed when accepted and when finished) and of
+serving it over gRPC; the engine child's is mostly the engine's own submit path.
+
+Run:  PYTHONPATH=. python bench/cluster.py [--burst 2000] [--serial 300]
 """
 
 from __future__ import annotations
@@ -59,17 +64,38 @@ def serial(ex: Executor, n: int) -> list[float]:
     return out
 
 
-def measure(endpoint: str, n_burst: int, n_serial: int) -> tuple[float, float, float, float]:
-    """(seconds to the first result, tasks/s, p50 ms, p90 ms) on one endpoint."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_child_pid(daemon_pid: int) -> int | None:
+    """The daemon's engine child (the only child running engine_child), if one runs."""
+    for task in Path(f"/proc/{daemon_pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if b"engine_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
+def measure(
+    endpoint: str, n_burst: int, n_serial: int, watch: dict[str, int]
+) -> tuple[tuple[float, float, float, float], dict[str, float]]:
+    """(seconds to the first result, tasks/s, p50 ms, p90 ms) on one endpoint, and the CPU ms
+    per task each watched process (and this client) used during the burst."""
     with Executor(endpoint_id=endpoint) as ex:
         t0 = time.perf_counter()
         ex.submit(noop, 0).result(timeout=300)  # workers start: not counted below
         first = time.perf_counter() - t0
         burst(ex, min(200, n_burst))  # warm
+        pids = watch | {"client": os.getpid()}
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
         rate = burst(ex, n_burst)
+        cpu = {name: (cpu_s(pid) - before[name]) * 1000 / n_burst for name, pid in pids.items()}
         lat = serial(ex, n_serial)
     q = statistics.quantiles(lat, n=10)
-    return first, rate, statistics.median(lat), q[8]
+    return (first, rate, statistics.median(lat), q[8]), cpu
 
 
 def _fresh(path: Path) -> Path:
@@ -108,16 +134,22 @@ def main() -> None:
         daemon.start(timeout=180)
 
         os.environ["FXGATE_ADDRESS"] = daemon.address
+        assert daemon.proc is not None
         try:
-            rows = [
-                ("fxgate local pool (2 workers)", measure("local", args.burst, args.serial)),
-                (
-                    "fxgate cluster endpoint (HTEX, LocalProvider, 2 workers)",
-                    measure("bench", args.burst, args.serial),
-                ),
-            ]
+            local, local_cpu = measure(
+                "local", args.burst, args.serial, {"daemon": daemon.proc.pid}
+            )
+            child = engine_child_pid(daemon.proc.pid)
+            assert child is not None, "no engine child"
+            cluster, cluster_cpu = measure(
+                "bench", args.burst, args.serial, {"daemon": daemon.proc.pid, "engine child": child}
+            )
         finally:
             daemon.stop()
+        rows = [
+            ("fxgate local pool (2 workers)", local),
+            ("fxgate cluster endpoint (HTEX, LocalProvider, 2 workers)", cluster),
+        ]
         rows.append(("same engine + provider driven directly", _direct(Path(tmp), args)))
     print(
         f"| trivial tasks | first result s | burst of {args.burst:,}: tasks/s "
@@ -128,6 +160,9 @@ def main() -> None:
         print(f"| {name} | {first:.1f} | {rate:,.0f} | {p50:.1f} | {p90:.1f} |")
     fx, eng = rows[1][1][1], rows[2][1][1]
     print(f"\nfxgate's cluster endpoint: {fx / eng:.2f}x the direct engine's throughput")
+    for name, cpu in (("local pool", local_cpu), ("cluster endpoint", cluster_cpu)):
+        shown = ", ".join(f"{who} {ms:.2f}" for who, ms in cpu.items())
+        print(f"CPU ms per task in the burst, {name}: {shown}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -470,3 +474,60 @@ def test_two_cluster_endpoints_run_beside_the_local_pool_and_the_globus_upstream
         assert "GlobusComputeEngine, LocalProvider" in line and "workers" in line, status.stdout
         # every result is in: the daemon's own count, not the engine's last report
         assert "0 tasks at the engine (0 waiting for a worker)" in line, line
+
+
+class _RecordingEngine:
+    """Takes tasks as GlobusComputeEngine.submit does and keeps their futures."""
+
+    def __init__(self) -> None:
+        self.futures: list[Any] = []
+
+    def submit(self, task_f: Any, packed_task: bytes, **_: Any) -> None:
+        self.futures.append(task_f)
+
+
+def _messages(sock: socket.socket, count: int) -> list[dict[str, Any]]:
+    from gateway.upstreams.cluster.wire import take
+
+    buf, out = bytearray(), []
+    sock.settimeout(30)
+    while len(out) < count:
+        buf += sock.recv(1 << 16)
+        out += take(buf)
+    return out
+
+
+def test_the_engine_child_sends_a_lone_result_at_once_and_a_stream_of_them_together() -> None:
+    """Results the engine finishes while tasks wait for a worker go to the daemon in one
+    message (the gather thread's); a result with none behind it is sent by the engine's
+    own callback, without waiting."""
+    from gateway.upstreams.cluster.engine_child import Child
+
+    ours, theirs = socket.socketpair()
+    engine = _RecordingEngine()
+    child = Child(ours, engine)
+    child._workers = 1  # as the engine's status reports it (report thread, not run here)
+    task_ids = [str(uuid.uuid4()) for _ in range(8)]
+    function_id = str(uuid.uuid4())
+    child.submit([[t, function_id, "code", "payload", "", []] for t in task_ids[:3]])
+    first, second, third = engine.futures
+    first.set_result(b"1")  # two still held, one worker: more on their way, so it waits
+    second.set_result(b"2")  # one held, one worker: nothing waits behind it: sent now
+    (message,) = _messages(theirs, 1)
+    assert [tid for tid, _ in message["results"]] == task_ids[:2]
+    third.set_result(b"3")
+    (message,) = _messages(theirs, 1)
+    assert [tid for tid, _ in message["results"]] == [task_ids[2]]
+
+    child.submit([[t, function_id, "", "payload", "", []] for t in task_ids[3:]])
+    gather = threading.Thread(target=child.gather, daemon=True)
+    gather.start()
+    with child._results:  # the gather thread waits until all three are in
+        for future in engine.futures[3:6]:  # two still held behind them: a stream
+            future.set_result(b"x")
+    (message,) = _messages(theirs, 1)
+    assert [tid for tid, _ in message["results"]] == task_ids[3:6]
+    child._done.set()
+    gather.join(timeout=10)
+    ours.close()
+    theirs.close()

@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,12 @@ log = logging.getLogger("fxgate.engine_child")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STATUS_EVERY_S = 1.0
 READ_CHUNK = 1 << 18
+# While results stream in (the engine holds more tasks than it has workers), each
+# message to the daemon waits up to this long for more: the daemon commits and
+# fans out per message, ~1 ms of its CPU each, which one result a message cost
+# as much as the engine's own work. A result with no others coming is sent at once.
+GATHER_S = 0.02
+MAX_RESULTS_PER_MESSAGE = 500
 
 
 class Stop(Exception):
@@ -164,8 +171,10 @@ class Child:
     """One engine and the daemon's socket.
 
     The main thread reads tasks and submits them; the engine's threads (its
-    futures' callbacks) send results, gathered while a send is under way; the
-    status thread sends status; writes share `_send_lock`.
+    futures' callbacks) send results, gathered while a send is under way, or,
+    while results stream in, leave them to the `gather` thread, which sends
+    what came within GATHER_S in one message; the status thread sends status;
+    writes share `_send_lock`.
     """
 
     def __init__(self, sock: socket.socket, engine: Any) -> None:
@@ -174,9 +183,13 @@ class Child:
         self._send_lock = threading.Lock()
         self._codes: dict[str, str] = {}
         self._done = threading.Event()
-        self._results: list[list[str]] = []  # finished, not yet sent; under _results_lock
-        self._results_lock = threading.Lock()
-        self._sending = False  # a thread is in _send_results; under _results_lock
+        # Under _results: finished and not yet sent; whether a thread is in _send_results;
+        # tasks the engine holds (submitted, not finished); its workers at the last status.
+        self._results_ready: list[list[str]] = []
+        self._results = threading.Condition()
+        self._sending = False
+        self._held = 0
+        self._workers = 0
 
     def send(self, message: Any) -> None:
         data = encode(message)
@@ -189,6 +202,8 @@ class Child:
         from globus_compute_common.messagepack.message_types import Result, Task
         from globus_compute_endpoint.engines.base import GCFuture
 
+        with self._results:
+            self._held += len(tasks)
         for task_id, function_id, code, payload, spec, serializers in tasks:
             if code:
                 self._codes[function_id] = code
@@ -213,21 +228,47 @@ class Child:
             body: bytes = future.result()
         except Exception as exc:  # noqa: BLE001 - the engine packs failures; this is its bug
             log.error("task %s: the engine failed it without a result: %r", future.gc_task_id, exc)
-            return  # the task stays unfinished in the daemon and runs again after a restart
-        with self._results_lock:
-            self._results.append([str(future.gc_task_id), _b64(body)])
-            if self._sending:  # the thread sending now takes this one along
+            body = (
+                b""  # nothing sent: the task stays unfinished in the daemon, runs after a restart
+            )
+        with self._results:
+            self._held -= 1
+            if body:
+                self._results_ready.append([str(future.gc_task_id), _b64(body)])
+            if self._sending or not self._results_ready:  # the sending thread takes it along
+                return
+            if self._streaming():
+                self._results.notify()  # the gather thread sends it, with what follows
                 return
             self._sending = True
         self._send_results()
 
+    def _streaming(self) -> bool:
+        """Under _results: more results are on their way (tasks wait for a worker)."""
+        return self._held > self._workers and len(self._results_ready) < MAX_RESULTS_PER_MESSAGE
+
+    def gather(self) -> None:
+        """Send results that came while they streamed in, up to GATHER_S after the first."""
+        while not self._done.is_set():
+            with self._results:
+                if not self._results.wait_for(
+                    lambda: self._results_ready and not self._sending, timeout=STATUS_EVERY_S
+                ):
+                    continue
+                deadline = time.monotonic() + GATHER_S
+                while self._streaming() and (left := deadline - time.monotonic()) > 0:
+                    self._results.wait(left)
+                if self._sending or not self._results_ready:
+                    continue
+                self._sending = True
+            self._send_results()
+
     def _send_results(self) -> None:
         """Send what was gathered, until nothing is left (on whichever thread got there first):
-        no handoff to another thread on the way to the daemon, and what finishes during a
-        send goes in the next message."""
+        what finishes during a send goes in the next message."""
         while True:
-            with self._results_lock:
-                results, self._results = self._results, []
+            with self._results:
+                results, self._results_ready = self._results_ready, []
                 if not results:
                     self._sending = False
                     return
@@ -245,6 +286,8 @@ class Child:
             except Exception as exc:  # noqa: BLE001 - the interchange may be starting
                 log.debug("status not available: %r", exc)
                 continue
+            with self._results:
+                self._workers = int(now["workers"])
             if now != last:
                 try:
                     self.send(now)
@@ -255,6 +298,7 @@ class Child:
     def serve(self) -> None:
         """Read task batches until the daemon closes the socket (or SIGTERM arrives)."""
         threading.Thread(target=self.report, name="status", daemon=True).start()
+        threading.Thread(target=self.gather, name="gather", daemon=True).start()
         buf = bytearray()
         try:
             while True:
