@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
@@ -22,9 +23,16 @@ from fxgate_contract._proto import gateway_pb2 as pb
 from fxgate_contract.options import checked_option
 from fxgate_contract.runtime import user_runtime
 from fxgate_contract.serialize import pack_function, pack_payload
-from fxgate_contract.serializer import result_serializer_paths, serializer_from, serializer_of
+from fxgate_contract.serializer import (
+    Serializer,
+    result_serializer_paths,
+    serializer_from,
+    serializer_of,
+)
 from fxgate_contract.states import CancelOutcome, TaskState
 from fxgate_contract.status import status_document
+
+log = logging.getLogger(__name__)
 
 
 class Batch:
@@ -161,6 +169,11 @@ class Client:
                 "(It might have been removed in a previous release.)",
                 stacklevel=2,
             )
+        if task_group_id is not None and not isinstance(task_group_id, (str, uuid.UUID)):
+            raise TypeError(  # e.g. the SDK's Client(None, True): local_compute_services
+                "Client's second parameter is fxgate's task_group_id (a UUID); the SDK's "
+                f"local_compute_services is not offered; got {type(task_group_id).__name__}"
+            )
         self.do_version_check = do_version_check  # the daemon answers or calls fail
         # Checked before connecting: a strategy fxgate cannot honour fails here.
         self.fx_serializer = serializer_from(
@@ -168,6 +181,17 @@ class Client:
         )
         self._conn = Connection(address)
         self.session_task_group_id = str(task_group_id or uuid.uuid4())
+
+    @property
+    def fx_serializer(self) -> Any:
+        """What serializes function code and arguments and may read results: as set (an
+        fxgate Serializer or the SDK's ComputeSerializer, its allowlist honoured)."""
+        return self._serializer_given
+
+    @fx_serializer.setter
+    def fx_serializer(self, value: Any) -> None:
+        self._serde: Serializer = serializer_of(value)
+        self._serializer_given = value if value is not None else self._serde
 
     @property
     def address(self) -> str:
@@ -202,7 +226,7 @@ class Client:
         options = dict(public=public, group=group, ha_endpoint_id=ha_endpoint_id, **kwargs)
         registration.check_options(options)
         name = kwargs.get("function_name") or getattr(function, "__name__", "function")
-        strategy = self.fx_serializer.strategy_code
+        strategy = self._serde.strategy_code
         code = pack_function(function, strategy)
         return self._register(
             registration.function_request(
@@ -313,7 +337,7 @@ class Client:
             resource_specification,
             user_endpoint_config,
             create_websocket_queue,
-            serializer=self.fx_serializer,
+            serializer=self._serde,
             user_runtime=user_runtime(),
             result_serializers=result_serializers,
         )
@@ -379,8 +403,12 @@ class Client:
         return str(self.batch_run(batch)[0])
 
     def get_task(self, task_id: str | uuid.UUID) -> dict[str, Any]:
-        """{"pending", "status", and "result" or "exception" once finished}; unknown: raises."""
-        return _document(self._events([str(task_id)])[0])
+        """{"pending", "status", and "result" once finished}; as the SDK's, a failed task
+        raises its exception (TaskExecutionFailed), and an unknown id raises."""
+        doc = self._document(self._events([str(task_id)])[0])
+        if "exception" in doc:
+            raise doc["exception"]
+        return doc
 
     def get_result(self, task_id: str | uuid.UUID) -> Any:
         """The task's value; raises TaskPending if it has not finished, or its exception."""
@@ -388,8 +416,25 @@ class Client:
         if event.state < pb.TASK_STATE_SUCCESS:
             raise TaskPending(TaskState(event.state).name.lower())
         fut = ComputeFuture(event.task_id)
-        resolve(fut, event)
+        resolve(fut, event, self._serde.allowed)
         return fut.result(timeout=0)
+
+    def _document(self, event: pb.TaskEvent) -> dict[str, Any]:
+        """A task's status document, in the SDK's get_task shape ("exception": the
+        failure get_task raises)."""
+        status = TaskState(event.state).name.lower()
+        doc: dict[str, Any] = {"pending": event.state < pb.TASK_STATE_SUCCESS, "status": status}
+        if not doc["pending"]:
+            fut = ComputeFuture(event.task_id)
+            resolve(fut, event, self._serde.allowed)
+            doc["completion_t"] = str(event.completed_at)
+            if fut.cancelled():
+                doc["reason"] = "cancelled"
+            elif fut.exception(timeout=0) is not None:
+                doc["exception"] = fut.exception(timeout=0)
+            else:
+                doc["result"] = fut.result(timeout=0)
+        return doc
 
     def get_batch_result(
         self, task_id_list: Iterable[str | uuid.UUID]
@@ -402,7 +447,10 @@ class Client:
         wanted = {_canonical(t) for t in asked}
         out: dict[str, dict[str, Any]] = {}
         for event in self._events(asked, omit_unknown=True):
-            doc = _document(event)
+            doc = self._document(event)
+            if "exception" in doc:  # as the SDK's: logged, and left out of the answer
+                log.error("task %s failed: %s", event.task_id, doc["exception"])
+                continue
             if event.task_id in wanted:
                 out[event.task_id] = doc
             if event.upstream_task_id in wanted:
@@ -521,23 +569,6 @@ def _canonical(task_id: str) -> str:
         return str(uuid.UUID(task_id))
     except ValueError:
         return task_id
-
-
-def _document(event: pb.TaskEvent) -> dict[str, Any]:
-    """A task's status document, in the SDK's get_task shape."""
-    status = TaskState(event.state).name.lower()
-    doc: dict[str, Any] = {"pending": event.state < pb.TASK_STATE_SUCCESS, "status": status}
-    if not doc["pending"]:
-        fut = ComputeFuture(event.task_id)
-        resolve(fut, event)
-        doc["completion_t"] = str(event.completed_at)
-        if fut.cancelled():
-            doc["reason"] = "cancelled"
-        elif fut.exception(timeout=0) is not None:
-            doc["exception"] = fut.exception(timeout=0)
-        else:
-            doc["result"] = fut.result(timeout=0)
-    return doc
 
 
 FuncXClient = Client

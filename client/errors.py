@@ -18,6 +18,8 @@ from fxgate_contract.errors import (
     DeserializationError,
     FxgateError,
     GatewayUnavailable,
+    InvalidStrategy,
+    SerdeError,
     SerializationError,
     UntrustedSocket,
 )
@@ -29,6 +31,7 @@ __all__ = [
     "ComputeError",
     "FxgateError",
     "GatewayUnavailable",
+    "InvalidStrategy",
     "MaxResultSizeExceeded",
     "NotOffered",
     "RequestRefused",
@@ -122,11 +125,9 @@ class VersionMismatch(FxgateError):
         return f"Globus Compute Versioning Issue: {self.version_message}"
 
 
-# The SDK's base classes, under their names: ComputeError is the base of every
-# fxgate error (the SDK's excludes TaskExecutionFailed); SerdeError catches both
-# serialization errors, as the SDK's does.
+# The SDK's base class, under its name: ComputeError is the base of every fxgate
+# error (the SDK's excludes TaskExecutionFailed).
 ComputeError = FxgateError
-SerdeError = SerializationError
 
 
 class TaskPending(FxgateError):

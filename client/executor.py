@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 SUBMITTERS = 3
 # Bytes of payload per Submit call (the daemon accepts 64 MB messages).
 BATCH_BYTES = 16 * 1024 * 1024
-# funcX's keywords that change nothing in a task (a client object; its deprecated batching).
-IGNORED_SDK_KWARGS = frozenset({"funcx_client", "container_id", "batch_interval", "batch_enabled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +100,8 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         """The SDK's parameters in the SDK's order (docs/sdk-parity.md says what each does
         here); `address`: the daemon's, as the client resolves it by default."""
-        unknown = set(kwargs) - IGNORED_SDK_KWARGS
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        if kwargs.get("container_id") is not None:  # it would change where a task runs
-            raise NotOffered(
-                "container_id: funcX containers are gone from Globus Compute, and fxgate "
-                "cannot run a task in one; configure the container on the endpoint"
-            )
+        for key in kwargs:  # funcX's funcx_client, container_id, batch_*: as the SDK, refused
+            raise TypeError(f"'{key}' is an invalid argument for {type(self).__name__}")
         if client is not None and not isinstance(client, Client):
             raise NotOffered(
                 "Executor(client=...) takes fxgate's client.Client: another client (the "
@@ -134,6 +126,7 @@ class Executor(concurrent.futures.Executor):
         self._amqp_port = amqp_port
         # An fxgate Client given names the daemon, unless an address is given too.
         self._conn = Connection(address or getattr(client, "address", None))
+        self._client: Client | None = client
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._codes: dict[tuple[Callable[..., Any], str], _Code] = {}  # by (fn, strategy id)
         # register_function / register_source_code: function (or hash of source) -> id.
@@ -157,6 +150,16 @@ class Executor(concurrent.futures.Executor):
     @property
     def address(self) -> str:
         return self._conn.address
+
+    @property
+    def client(self) -> Client:
+        """The Client for calls beside submit (the SDK's `Executor.client`): the one given,
+        else one on this Executor's daemon with its serializer, made at first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(address=self.address)
+                self._client.fx_serializer = self._serializer_given
+            return self._client
 
     @property
     def endpoint_id(self) -> str | None:
@@ -225,6 +228,10 @@ class Executor(concurrent.futures.Executor):
     @result_serializers.setter
     def result_serializers(self, value: Iterable[Any] | None) -> None:
         self._result_serializers = result_serializer_paths(value)
+
+    def _allowed_strategies(self) -> frozenset[str]:
+        """What may read results now: the serializer's allowlist (empty: any)."""
+        return self._serde.allowed
 
     def _options(self) -> _Options:
         """The options a task submitted now carries, read at each submit(): a dict the
@@ -309,7 +316,10 @@ class Executor(concurrent.futures.Executor):
             strategy = self._serde.strategy_code
             request = registration.function_request(
                 fn,
-                getattr(fn, "__name__", "function"),
+                # funcX's function_name names it, as Client.register_function takes it
+                str(
+                    func_register_kwargs.get("function_name") or getattr(fn, "__name__", "function")
+                ),
                 pack_function(fn, strategy),
                 strategy.identifier,
                 func_register_kwargs.get("description"),
@@ -467,7 +477,9 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             watcher = self._watchers.get(group_id)
             if watcher is None:
-                watcher = self._watchers[group_id] = GroupWatcher(self._conn, group_id)
+                watcher = self._watchers[group_id] = GroupWatcher(
+                    self._conn, group_id, self._allowed_strategies
+                )
             return watcher
 
     def status(self) -> dict[str, int]:

@@ -277,11 +277,14 @@ def _known_from_traceback(text: str) -> Exception | None:
     return None
 
 
-def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
+def resolve(
+    future: ComputeFuture, event: pb.TaskEvent, allowed: frozenset[str] = frozenset()
+) -> None:
     """Finish a future from a terminal task event (no-op if it is already done).
 
     A non-terminal event gives the future its upstream task id (SUBMITTED) or
-    marks it running (RUNNING).
+    marks it running (RUNNING). `allowed`: the strategies a result may be read with
+    (empty: any), the script's serializer's allowlist.
     """
     if event.upstream_task_id:
         future.upstream_task_id = event.upstream_task_id
@@ -291,7 +294,7 @@ def resolve(future: ComputeFuture, event: pb.TaskEvent) -> None:
         return
     if event.state == pb.TASK_STATE_SUCCESS:
         try:
-            value = deserialize(event.data)
+            value = deserialize(event.data, allowed)
         except Exception as exc:  # noqa: BLE001 - reported on the future
             err = DeserializationError(
                 f"could not deserialize the result of {event.task_id}: {exc}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 
@@ -28,9 +28,16 @@ log = logging.getLogger(__name__)
 class GroupWatcher:
     """Keeps the futures of one group and the stream that finishes them."""
 
-    def __init__(self, conn: Connection, group_id: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        group_id: str,
+        allowed: Callable[[], frozenset[str]] = frozenset,
+    ) -> None:
         self.group_id = group_id
         self._conn = conn
+        # The strategies a result may be read with now (the Executor's serializer may change).
+        self._allowed = allowed
         self._lock = threading.Lock()
         self._futures: dict[str, ComputeFuture] = {}
         # Events that arrived before the Submit answer that names their task (a
@@ -74,8 +81,9 @@ class GroupWatcher:
                 self._futures[fut.task_id] = fut
             if self._submits_in_flight == 0:
                 self._early.clear()
+        allowed = self._allowed()
         for fut, event in ready:
-            resolve(fut, event)
+            resolve(fut, event, allowed)
         if accepted:
             self._ensure_started()
 
@@ -187,8 +195,9 @@ class GroupWatcher:
                 elif self._submits_in_flight:
                     self._early[event.task_id] = event
             idle = self._finish_when_idle and not self._futures
+        allowed = self._allowed()
         for fut, event in ready:
-            resolve(fut, event)
+            resolve(fut, event, allowed)
         if idle:
             self.stop()
 

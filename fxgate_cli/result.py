@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from client.client import Client
-from client.errors import TaskExecutionFailed
+from client.errors import SerdeError, TaskExecutionFailed
 from fxgate_cli.common import FAILED, NOT_FINISHED, OK, address_of, print_json
 
 
@@ -35,7 +35,12 @@ def _failure_text(exc: BaseException) -> str:
 def main(args: argparse.Namespace) -> int:
     """Print the value (exit 0), the failure (exit 1), or that it is not finished (exit 3)."""
     with Client(address=address_of(args)) as client:
-        doc = client.get_task(args.task)
+        try:
+            doc = client.get_task(args.task)
+        except TaskExecutionFailed as exc:  # get_task raises a failure, as the SDK's
+            doc = {"pending": False, "status": "failed", "exception": exc}
+        except SerdeError as exc:  # finished, and its value cannot be loaded here
+            doc = {"pending": False, "status": "success", "exception": exc}
     status = doc["status"]
     if args.json:
         out: dict[str, Any] = {"task_id": args.task, "status": status}

@@ -16,12 +16,25 @@ class FxgateError(Exception):
     """Base class of every fxgate error, so callers can catch them all at once."""
 
 
-class SerializationError(FxgateError):
+class SerdeError(FxgateError):
+    """Serializing or deserializing failed (the SDK's SerdeError); `reason` says why."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SerializationError(SerdeError):
     """A value could not be turned into (or parsed as) the Globus Compute wire format."""
 
 
-class DeserializationError(SerializationError):
+class DeserializationError(SerdeError):
     """A serialized string could not be turned back into a Python object."""
+
+
+class InvalidStrategy(SerdeError, ValueError):
+    """Not a serialization strategy fxgate can use: a SerdeError, as the SDK raises, and a
+    ValueError, as fxgate raised before it matched the SDK."""
 
 
 class GatewayUnavailable(FxgateError):

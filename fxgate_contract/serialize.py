@@ -25,7 +25,7 @@ from typing import Any
 import dill
 import dill.source
 
-from fxgate_contract.errors import DeserializationError, SerializationError
+from fxgate_contract.errors import DeserializationError, SerdeError, SerializationError
 from fxgate_contract.framing import pack_buffers, unpack_buffers
 from fxgate_contract.strategies import BY_ID, HEADER_LENGTH, Strategy
 
@@ -260,16 +260,25 @@ def serialize(obj: Any) -> str:
     return serialize_code(obj) if callable(obj) else serialize_data(obj)
 
 
-def deserialize(text: str) -> Any:
-    """Load any item the SDK or an endpoint may produce, chosen by its 3-character id."""
+def deserialize(text: str, allowed: frozenset[str] = frozenset()) -> Any:
+    """Load any item the SDK or an endpoint may produce, chosen by its 3-character id.
+
+    `allowed`: names of the strategies that may load it (empty: any), as the SDK's
+    ComputeSerializer(allowed_deserializer_types=...) restricts its results."""
     header = text[:HEADER_LENGTH]
     strategy = _BY_ID.get(header)
     if strategy is None:
         raise DeserializationError(f"unknown serialization strategy id {header!r}")
+    if allowed and strategy.name not in allowed:
+        kind = "Code" if strategy.for_code else "Data"
+        raise DeserializationError(
+            f"{kind} serializer {strategy.name} disabled by current configuration; "
+            f"allowed serializers: {', '.join(sorted(allowed))}"
+        )
     try:
         return strategy.load(text[HEADER_LENGTH:])
     except Exception as e:
-        reason = str(e) if isinstance(e, SerializationError) else f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, SerdeError) else f"{type(e).__name__}: {e}"
         raise DeserializationError(f"{strategy.name} payload could not be loaded: {reason}") from e
 
 

@@ -224,7 +224,13 @@ def test_deserialize_rejects_malformed_input(text: str, message: str) -> None:
 
 
 def test_error_hierarchy() -> None:
-    assert issubclass(DeserializationError, SerializationError)
+    """The SDK's: both serialization errors are SerdeErrors, and siblings."""
+    from client import SerdeError
+
+    assert issubclass(DeserializationError, SerdeError) and issubclass(
+        SerializationError, SerdeError
+    )
+    assert not issubclass(DeserializationError, SerializationError)
     assert issubclass(SerializationError, FxgateError)
     assert issubclass(TaskExecutionFailed, FxgateError) and issubclass(TaskPending, FxgateError)
 

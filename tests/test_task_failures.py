@@ -125,12 +125,14 @@ def test_sdk_error_names_catch_what_the_sdks_do() -> None:
     assert "3.11" in str(VersionMismatch("endpoint 3.11, client 3.12"))
 
 
-def test_funcx_container_id_is_refused_not_dropped() -> None:
-    """A container would change where a task runs: refused loudly, never dropped."""
-    from client import Executor, NotOffered
+@pytest.mark.parametrize("key", ["container_id", "funcx_client", "batch_interval", "batch_enabled"])
+def test_funcx_executor_keywords_are_refused_as_the_sdk_refuses_them(key: str) -> None:
+    """A container or another client would change where or how a task runs: the SDK's
+    TypeError, never dropped."""
+    from client import Executor
 
-    with pytest.raises(NotOffered, match="container_id"):
-        Executor(endpoint_id="local", address="unix:///nonexistent.sock", container_id="c")
+    with pytest.raises(TypeError, match=f"'{key}' is an invalid argument for Executor"):
+        Executor(endpoint_id="local", address="unix:///nonexistent.sock", **{key: "x"})
 
 
 def _raises_value_error(n: int) -> int:
