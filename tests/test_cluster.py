@@ -137,14 +137,19 @@ def test_tasks_by_name_and_by_uuid_come_back_a_failure_raises_and_options_reach_
     assert name != "testhpc" and value == total  # the endpoint's UUID
     assert lines[2] == "raised ValueError True True"
     assert lines[3:] == ["priority 25", "refused True True"]
-    status = subprocess.run(
+    status = fxgate_status(daemon)
+    assert "testhpc" in status and "workers" in status, status
+
+
+def fxgate_status(daemon: DaemonProcess) -> str:
+    """What `fxgate status` prints for this daemon."""
+    return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "status"],
         capture_output=True,
         text=True,
         env=daemon.env,
         cwd=ROOT,
-    )
-    assert "testhpc" in status.stdout and "workers" in status.stdout, status.stdout
+    ).stdout
 
 
 SUBMIT = """
@@ -455,23 +460,15 @@ def test_two_cluster_endpoints_run_beside_the_local_pool_and_the_globus_upstream
         out = d.run_script(EVERYWHERE, fake.endpoint_id)
         assert out.returncode == 0, out.stderr + d.log()
         where, sums, listed = (json.loads(line) for line in out.stdout.splitlines())
-        status = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "status"],
-            capture_output=True,
-            text=True,
-            env=d.env,
-            cwd=ROOT,
-        )
+        status = fxgate_status(d)
     finally:
         d.stop()
     assert where == {"one": ["one"], "two": ["two"], "local": [""], fake.endpoint_id: [""]}
     assert set(sums.values()) == {sum(range(50))}
     assert {"one", "two"} <= set(listed)
     for name in ("one", "two"):
-        line = next(
-            x for x in status.stdout.splitlines() if f"cluster {name}" in x or f"{name}:" in x
-        )
-        assert "GlobusComputeEngine, LocalProvider" in line and "workers" in line, status.stdout
+        line = next(x for x in status.splitlines() if f"upstream {name}:" in x)
+        assert "GlobusComputeEngine, LocalProvider" in line and "workers" in line, status
         # every result is in: the daemon's own count, not the engine's last report
         assert "0 tasks at the engine (0 waiting for a worker)" in line, line
 

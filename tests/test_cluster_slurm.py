@@ -33,17 +33,9 @@ N = 1000  # the issue: "in the middle of 1,000 tasks"
 # A block starts in seconds here, several times that on a loaded machine.
 BLOCK_TIMEOUT_S = 120
 
-CLUSTER = """
-[cluster.hpc]
-engine = "GlobusComputeEngine"
-max_workers_per_node = 2
-address = "127.0.0.1"
-heartbeat_period = 1
-heartbeat_threshold = {threshold}
-max_retries_on_system_failure = 1
-job_status_kwargs = {{ strategy_period = 1 }}
-
-[cluster.hpc.provider]
+# One block of one node at a time, its state polled every second.
+SLURM_PROVIDER = """
+[cluster.NAME.provider]
 type = "SlurmProvider"
 partition = "{partition}"
 nodes_per_block = 1
@@ -54,6 +46,18 @@ walltime = "00:05:00"
 status_polling_interval = 1
 worker_init = "export PYTHONPATH={root}"
 """
+
+CLUSTER = """
+[cluster.hpc]
+engine = "GlobusComputeEngine"
+max_workers_per_node = 2
+address = "127.0.0.1"
+heartbeat_period = 1
+heartbeat_threshold = {threshold}
+max_retries_on_system_failure = 1
+job_status_kwargs = {{ strategy_period = 1 }}
+
+""" + SLURM_PROVIDER.replace("NAME", "hpc")
 
 
 def slurm_daemon(state: Path, cluster: SlurmCluster, threshold: int = 5) -> DaemonProcess:
@@ -299,7 +303,8 @@ def test_sigkill_of_the_engine_child_mid_run_cancels_its_block_and_every_task_co
     slurm.wait_for(lambda: not block_ids(slurm), "the daemon's blocks to end", 60)
 
 
-MPI_CLUSTER = """
+MPI_CLUSTER = (
+    """
 [cluster.mpi]
 engine = "GlobusMPIEngine"
 mpi_launcher = "srun"
@@ -307,19 +312,10 @@ max_workers_per_block = 1
 address = "127.0.0.1"
 heartbeat_period = 1
 heartbeat_threshold = 5
-
-[cluster.mpi.provider]
-type = "SlurmProvider"
-partition = "{partition}"
-nodes_per_block = 1
-init_blocks = 1
-min_blocks = 0
-max_blocks = 1
-walltime = "00:05:00"
-status_polling_interval = 1
-worker_init = "export PYTHONPATH={root}"
-launcher = {{ type = "SimpleLauncher" }}
 """
+    + SLURM_PROVIDER.replace("NAME", "mpi")
+    + 'launcher = {{ type = "SimpleLauncher" }}\n'
+)
 
 MPI_RANKS = """
 import json
