@@ -127,6 +127,7 @@ class Executor(concurrent.futures.Executor):
         # An fxgate Client given names the daemon, unless an address is given too.
         self._conn = Connection(address or getattr(client, "address", None))
         self._client: Client | None = client
+        self._made_client = False  # the client property made _client: closed at shutdown
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._codes: dict[tuple[Callable[..., Any], str], _Code] = {}  # by (fn, strategy id)
         # register_function / register_source_code: function (or hash of source) -> id.
@@ -159,6 +160,7 @@ class Executor(concurrent.futures.Executor):
             if self._client is None:
                 self._client = Client(address=self.address)
                 self._client.fx_serializer = self._serializer_given
+                self._made_client = True
             return self._client
 
     @property
@@ -554,6 +556,8 @@ class Executor(concurrent.futures.Executor):
             for w in watchers:
                 w.stop()
             self._conn.close()
+            if self._made_client and self._client is not None:
+                self._client.close()
         else:
             for w in watchers:
                 w.finish_when_idle()
