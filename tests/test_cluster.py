@@ -7,6 +7,7 @@ show the daemon's side on the provider that needs no scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -528,3 +529,35 @@ def test_the_engine_child_sends_a_lone_result_at_once_and_a_stream_of_them_toget
     gather.join(timeout=10)
     ours.close()
     theirs.close()
+
+
+ONE_TASK = """
+from client import Executor
+
+with Executor(endpoint_id="testhpc") as ex:
+    print(ex.submit(abs, -3).result(timeout=300))
+"""
+
+
+@pytest.mark.cluster
+@SLOW_START
+def test_an_engine_child_told_to_stop_again_while_stopping_still_ends_its_engine(
+    tmp_path: Path,
+) -> None:
+    """The parent-death signal can arrive twice: a second SIGTERM during the child's
+    cleanup once skipped the engine's shutdown and left its interchange and workers."""
+    d = cluster_daemon(tmp_path)
+    d.start(timeout=120)
+    try:
+        out = d.run_script(ONE_TASK)
+        assert out.stdout == "3\n", out.stderr + d.log()  # the engine and its workers are up
+        child = engine_child(d)
+    finally:
+        d.kill()  # the child gets SIGTERM as its parent dies, and twice more here
+    for _ in range(2):
+        with contextlib.suppress(ProcessLookupError):  # it may have finished already
+            os.kill(child, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while engine_processes(d.state_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)  # nothing to await: the processes are not this test's children
+    assert engine_processes(d.state_dir) == []

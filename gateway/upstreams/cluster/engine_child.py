@@ -319,7 +319,18 @@ def _b64(body: bytes) -> str:
 
 
 def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM while the engine starts: abandon the start, once. The parent-death signal
+    can come twice; a second Stop raised inside the cleanup would skip the engine's
+    shutdown and leave its interchange and block behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stop
+
+
+def _end_reads(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # closed already: the loop has ended
 
 
 def _first_message(sock: socket.socket) -> dict[str, Any]:
@@ -356,13 +367,21 @@ def run(daemon_pid: int, fd: int) -> int:
             return 1
         cancel_orphans(engine, start.get("orphans", []))
         sock.sendall(encode({"t": "ready"}))
+        # Serving, SIGTERM ends the read loop (the next recv sees the end) rather than
+        # raising wherever the main thread is: inside the engine's submit, an exception
+        # could leave the engine half-updated for the shutdown below.
+        signal.signal(signal.SIGTERM, lambda *_: _end_reads(sock))
         Child(sock, engine).serve()
     except Stop:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the shutdown below is not interrupted
         if engine is not None:
-            engine.shutdown()  # cancels its blocks
+            try:
+                engine.shutdown()  # cancels its blocks, ends its interchange
+            except Exception:  # noqa: BLE001 - last resort below
+                log.exception("engine shutdown failed; ending its interchange with this child")
+                os.killpg(0, signal.SIGKILL)  # this child's group: it and the interchange
     return 0
 
 
