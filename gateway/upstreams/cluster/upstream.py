@@ -67,6 +67,8 @@ HEALTHY_S = 60.0
 STOP_WAIT_S = 30.0
 # The engine's own text for a task lost with its worker node (after its retries).
 MANAGER_LOST = re.compile(r"^parsl\.executors\.high_throughput\.errors\.ManagerLost: ", re.M)
+# The engine child's files (run dir, certificates, submit scripts) are its user's alone.
+CHILD_UMASK = 0o077
 # The child's environment: the daemon's, without its settings and credentials.
 SECRET_PREFIXES = ("FXGATE_", "GLOBUS_")
 
@@ -110,6 +112,7 @@ def check_engine(cluster: ClusterSettings) -> str:
         text=True,
         env=child_environment(dict(os.environ)),
         timeout=120,
+        umask=CHILD_UMASK,
     )
     if out.returncode == 0:
         return ""
@@ -289,6 +292,11 @@ class ClusterUpstream:
                 pass_fds=(theirs.fileno(),),
                 cwd=self._run_dir,
                 start_new_session=True,
+                # Its own umask, not whatever the daemon's is at this instant: the server
+                # narrows the process's umask while it binds its sockets, and a child
+                # spawned then made the engine's certificates directory 0600, which the
+                # engine refuses ("must be private"), at every restart after.
+                umask=CHILD_UMASK,
             )
         child = _Child(proc, ours, time.monotonic())
         with self._cond:
